@@ -1,0 +1,1 @@
+"""Tables and figures from the collected run records (reads ``studies.store`` only)."""

@@ -1,0 +1,27 @@
+"""tvconv: the TVConv operator, its face backbones, data, training and profiling.
+
+Importable on its own (torch + numpy); ``studies`` and ``analysis`` build on it.
+"""
+
+from tvconv import affinity
+from tvconv.convert import DepthwiseSite, deploy, find_depthwise_sites, replace_depthwise
+from tvconv.ops import TVConv, TVConvDeploy, translation_variant_conv
+
+# Bump when a change alters results (data, model, training, evaluation): it is part of every
+# run_id, so records made by older code are never mixed with new ones.
+RESULTS_VERSION = 1
+
+from tvconv import models  # noqa: E402  (models import convert, which needs ops first)
+
+__all__ = [
+    "RESULTS_VERSION",
+    "DepthwiseSite",
+    "TVConv",
+    "TVConvDeploy",
+    "affinity",
+    "deploy",
+    "find_depthwise_sites",
+    "models",
+    "replace_depthwise",
+    "translation_variant_conv",
+]

@@ -1,0 +1,16 @@
+"""Model zoo: the paper's face backbones behind a small registry (``create``, ``list_models``)."""
+
+from tvconv.models import mobilenetv2, shufflenetv2
+from tvconv.models._registry import ATOMS, create, list_models, register_model
+from tvconv.models.heads import AMSoftmax, EmbeddingHead
+
+__all__ = [
+    "ATOMS",
+    "AMSoftmax",
+    "EmbeddingHead",
+    "create",
+    "list_models",
+    "mobilenetv2",
+    "register_model",
+    "shufflenetv2",
+]

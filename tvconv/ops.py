@@ -1,0 +1,306 @@
+"""TVConv: translation-variant depthwise convolution (Chen et al., CVPR 2022, arXiv 2203.10489).
+
+``TVConv`` is the training form: learnable affinity maps A (c_A, h, w) pass through a
+weight-generating block B (conv3x3 -> norm -> ReLU blocks, then conv3x3 to k*k*c channels) that
+yields one depthwise kernel per output pixel, W (c, k, k, h, w), shared by every image:
+
+    O[n, c, y, x] = sum_{i,j} W[c, i, j, y, x] * I_pad[n, c, s*y + i, s*x + j]  (+ bias[c, y, x])
+
+with zero padding (k - 1) / 2 and stride s. ``TVConvDeploy`` is the cached inference form: W (and
+the optional bias) evaluated once, A and B dropped. Unlike the official code, the cached form keeps
+the bias branch and supports any odd kernel size.
+
+Both forms call ``translation_variant_conv``, the one core op (the kernels issue swaps in faster
+implementations behind it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tvconv import affinity
+
+NORMS = ("ln", "bn", "in", "none")
+
+
+def output_size(input_size: int, kernel_size: int, stride: int) -> int:
+    """Output length of a 'same'-padded (padding (k - 1) / 2) convolution along one axis."""
+    padding = (kernel_size - 1) // 2
+    return (input_size + 2 * padding - kernel_size) // stride + 1
+
+
+def translation_variant_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
+) -> torch.Tensor:
+    """Depthwise convolution with a different kernel at every output pixel.
+
+    x (N, C, H_in, W_in), weight (C, k, k, H, W), bias (C, H, W) or None -> (N, C, H, W).
+
+    Shift-and-accumulate over the k*k taps: each tap multiplies a strided view of the padded input
+    by its weight plane and adds into the output in place. Memory stays at one padded copy of the
+    input plus the output (autograd saves only views), where an unfold would hold k*k copies.
+    """
+    _, kernel_size, _, out_h, out_w = weight.shape
+    padding = (kernel_size - 1) // 2
+    x_pad = F.pad(x, (padding, padding, padding, padding))  # (N, C, H_in + 2p, W_in + 2p)
+    span_h = stride * (out_h - 1) + 1
+    span_w = stride * (out_w - 1) + 1
+    out = None
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            tap = x_pad[:, :, i : i + span_h : stride, j : j + span_w : stride]  # (N, C, H, W)
+            if out is None:
+                out = tap * weight[:, i, j]
+            else:
+                out.addcmul_(tap, weight[:, i, j])
+    if bias is not None:
+        out.add_(bias)
+    return out
+
+
+def _check_layer_args(channels: int, h: int, w: int, kernel_size: int, stride: int) -> None:
+    for name, value in (("channels", channels), ("h", h), ("w", w)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"TVConv {name} must be a positive int, got {value!r}")
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"TVConv kernel_size must be a positive odd int, got {kernel_size!r}")
+    if stride not in (1, 2):
+        raise ValueError(f"TVConv stride must be 1 or 2, got {stride!r}")
+
+
+class _TranslationVariantLayer(nn.Module):
+    """Shape bookkeeping and input checks shared by the training and the cached form."""
+
+    def __init__(self, channels: int, h: int, w: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        _check_layer_args(channels, h, w, kernel_size, stride)
+        self.channels = channels
+        self.h = h
+        self.w = w
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def _input_range(self, out: int) -> str:
+        low, high = self.stride * (out - 1) + 1, self.stride * out
+        return str(low) if low == high else f"{low}..{high}"
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if (
+            x.dim() != 4
+            or x.shape[1] != self.channels
+            or output_size(x.shape[2], self.kernel_size, self.stride) != self.h
+            or output_size(x.shape[3], self.kernel_size, self.stride) != self.w
+        ):
+            expected = (
+                f"(N, {self.channels}, {self._input_range(self.h)}, {self._input_range(self.w)})"
+            )
+            raise ValueError(
+                f"{type(self).__name__}(channels={self.channels}, out={self.h}x{self.w}, "
+                f"stride={self.stride}) expects input {expected}, got {tuple(x.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, out={self.h}x{self.w}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}"
+        )
+
+
+def _norm_layer(norm: str, channels: int, h: int, w: int) -> nn.Module:
+    if norm == "ln":
+        return nn.LayerNorm([channels, h, w])
+    if norm == "bn":
+        return nn.BatchNorm2d(channels)
+    if norm == "in":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.Identity()
+
+
+def _generator(
+    in_channels: int,
+    inter_channels: int,
+    inter_layers: int,
+    out_channels: int,
+    norm: str,
+    h: int,
+    w: int,
+) -> nn.Sequential:
+    """[conv3x3 -> norm -> ReLU] x (1 + inter_layers), then conv3x3 to out_channels; no biases."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for _ in range(1 + inter_layers):
+        layers += [
+            nn.Conv2d(channels, inter_channels, 3, padding=1, bias=False),
+            _norm_layer(norm, inter_channels, h, w),
+            nn.ReLU(),
+        ]
+        channels = inter_channels
+    layers.append(nn.Conv2d(channels, out_channels, 3, padding=1, bias=False))
+    return nn.Sequential(*layers)
+
+
+class TVConv(_TranslationVariantLayer):
+    """Training form of TVConv; ``h, w`` are the layer's output size.
+
+    ``generator=False`` is the control without the weight-generating block: W (c, k, k, h, w) is
+    itself the learned parameter (a locally-connected depthwise conv), initialised i.i.d. with the
+    distribution ``kaiming_normal_(mode="fan_out")`` gives the depthwise conv it replaces.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        h: int,
+        w: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        affinity_channels: int = 4,
+        inter_channels: int = 64,
+        inter_layers: int = 3,
+        norm: str = "ln",
+        bias: bool = False,
+        init: str = "ones",
+        generator: bool = True,
+    ) -> None:
+        super().__init__(channels, h, w, kernel_size, stride)
+        for name, value, minimum in (
+            ("affinity_channels", affinity_channels, 1),
+            ("inter_channels", inter_channels, 1),
+            ("inter_layers", inter_layers, 0),
+        ):
+            if not isinstance(value, int) or value < minimum:
+                raise ValueError(f"TVConv {name} must be an int >= {minimum}, got {value!r}")
+        if norm not in NORMS:
+            raise ValueError(f"TVConv norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        affinity.check_name(init)
+        self.generator = generator
+        self.has_bias = bias
+        self.init = init
+        taps = kernel_size * kernel_size
+        if generator:
+            self.affinity_maps = nn.Parameter(affinity.create(init, affinity_channels, h, w))
+            self.weight_generator = _generator(
+                affinity_channels, inter_channels, inter_layers, taps * channels, norm, h, w
+            )
+            self.bias_generator = (
+                _generator(affinity_channels, inter_channels, inter_layers, channels, norm, h, w)
+                if bias
+                else None
+            )
+        else:
+            self.weight = nn.Parameter(torch.empty(channels, kernel_size, kernel_size, h, w))
+            self.bias = nn.Parameter(torch.zeros(channels, h, w)) if bias else None
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Kaiming-normal (fan_out) convs and unit/zero norms, as the official face models."""
+        if not self.generator:
+            fan_out = self.channels * self.kernel_size * self.kernel_size
+            self.weight.normal_(0.0, math.sqrt(2.0 / fan_out))
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d, nn.InstanceNorm2d)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def set_affinity_maps(self, maps: torch.Tensor) -> None:
+        """Overwrite the affinity maps (used by data-driven initialisers)."""
+        if not self.generator:
+            raise ValueError("TVConv(generator=False) has no affinity maps")
+        if maps.shape != self.affinity_maps.shape:
+            raise ValueError(
+                f"affinity maps must have shape {tuple(self.affinity_maps.shape)}, "
+                f"got {tuple(maps.shape)}"
+            )
+        self.affinity_maps.copy_(maps)
+
+    def generate_weight(self) -> torch.Tensor:
+        """Per-pixel kernels W of shape (C, k, k, h, w)."""
+        if not self.generator:
+            return self.weight
+        k = self.kernel_size
+        flat = self.weight_generator(self.affinity_maps.unsqueeze(0))  # (1, C*k*k, h, w)
+        return flat.view(self.channels, k, k, self.h, self.w)
+
+    def generate_bias(self) -> torch.Tensor | None:
+        """Per-pixel bias (C, h, w), or None without the bias branch."""
+        if not self.generator:
+            return self.bias
+        if self.bias_generator is None:
+            return None
+        return self.bias_generator(self.affinity_maps.unsqueeze(0)).squeeze(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return translation_variant_conv(
+            x, self.generate_weight(), self.generate_bias(), self.stride
+        )
+
+    @torch.no_grad()
+    def deploy(self) -> TVConvDeploy:
+        """The cached form: W and the bias evaluated once (norms in eval mode), A and B dropped."""
+        was_training = self.training
+        self.eval()
+        try:
+            weight = self.generate_weight().detach().clone()
+            bias = self.generate_bias()
+            bias = None if bias is None else bias.detach().clone()
+        finally:
+            self.train(was_training)
+        return TVConvDeploy.from_tensors(weight, bias, self.stride)
+
+    def extra_repr(self) -> str:
+        extra = f", init={self.init!r}" if self.generator else ", generator=False"
+        return super().extra_repr() + extra + (", bias=True" if self.has_bias else "")
+
+
+class TVConvDeploy(_TranslationVariantLayer):
+    """Cached inference form: ``weight`` (C, k, k, H, W) and ``bias`` (C, H, W) or None."""
+
+    def __init__(
+        self,
+        channels: int,
+        h: int,
+        w: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        bias: bool = False,
+    ) -> None:
+        super().__init__(channels, h, w, kernel_size, stride)
+        self.weight = nn.Parameter(torch.zeros(channels, kernel_size, kernel_size, h, w))
+        self.bias = nn.Parameter(torch.zeros(channels, h, w)) if bias else None
+
+    @classmethod
+    def from_tensors(
+        cls, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
+    ) -> TVConvDeploy:
+        if weight.dim() != 5 or weight.shape[1] != weight.shape[2]:
+            raise ValueError(f"weight must have shape (C, k, k, H, W), got {tuple(weight.shape)}")
+        channels, kernel_size, _, h, w = weight.shape
+        if bias is not None and bias.shape != (channels, h, w):
+            raise ValueError(
+                f"bias must have shape {(channels, h, w)} to match the weight, "
+                f"got {tuple(bias.shape)}"
+            )
+        layer = cls(channels, h, w, kernel_size, stride, bias=bias is not None)
+        layer.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            if bias is not None:
+                layer.bias.copy_(bias)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return translation_variant_conv(x, self.weight, self.bias, self.stride)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", bias=True" if self.bias is not None else "")
