@@ -7,7 +7,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint format clean ablation-init
+.PHONY: help setup test lint format clean ablation-init data-preview
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ format: setup  ## apply ruff fixes and formatting
 ablation-init: setup  ## affinity-map initialisation study (question 2)
 	@echo "ablation-init: the study runner (studies/) is not built yet; see the open issues." >&2
 	@exit 2
+
+data-preview: setup  ## write docs/data_samples.png and print the layout diagnostic
+	$(PY) -m tvconv.data --out docs/data_samples.png
 
 clean:  ## remove the virtualenv and caches (results are kept)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

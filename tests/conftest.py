@@ -1,4 +1,4 @@
-"""Test-wide settings: no W&B network path, deterministic seeds, bounded threads."""
+"""Test-wide settings: no W&B network path, no data cache in the home folder, fixed seeds."""
 
 import os
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 os.environ["WANDB_MODE"] = "disabled"
+os.environ["TVCONV_CACHE"] = "off"  # tests that exercise the cache point it at tmp_path
 
 
 @pytest.fixture(autouse=True)

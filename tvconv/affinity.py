@@ -5,10 +5,13 @@ default is ``ones`` (every position starts equal, so the generated kernel starts
 invariant, like the depthwise conv it replaces). Random initialisers draw from torch's global RNG,
 so a seeded run is reproducible.
 
-Data-driven initialisers (e.g. per-position dataset statistics) cannot be computed from the shape
-alone: they register a shape-only fallback here with ``data_driven=True`` and fill the maps after a
-probe forward through ``TVConv.set_affinity_maps``; ``is_data_driven(name)`` tells callers that this
-second step is needed.
+Data-driven initialisers cannot be computed from the shape alone. ``register_data_driven(name,
+from_inputs)`` registers one: layers built with it start from ``ones``, and
+``initialise_from_data(model, images)`` then runs one probe forward in which every such layer
+computes its maps from the features entering it (``from_inputs(inputs, channels, h, w)``), in
+order, shallow to deep, so each layer sees the features its already-initialised predecessors make.
+``stats`` is the paper's "dataset statistics" option: per-position mean and cross-image standard
+deviation of the layer's input features.
 """
 
 from __future__ import annotations
@@ -16,22 +19,35 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 AffinityInit = Callable[[int, int, int], torch.Tensor]
+DataDrivenInit = Callable[[torch.Tensor, int, int, int], torch.Tensor]
 
 _INITIALISERS: dict[str, AffinityInit] = {}
-_DATA_DRIVEN: set[str] = set()
+_DATA_DRIVEN: dict[str, DataDrivenInit] = {}
 
 
-def register(name: str, *, data_driven: bool = False) -> Callable[[AffinityInit], AffinityInit]:
+def register(name: str) -> Callable[[AffinityInit], AffinityInit]:
     """Decorator registering ``fn(channels, h, w) -> Tensor`` under ``name``."""
 
     def decorator(fn: AffinityInit) -> AffinityInit:
         if name in _INITIALISERS:
             raise ValueError(f"affinity initialiser {name!r} is already registered")
         _INITIALISERS[name] = fn
-        if data_driven:
-            _DATA_DRIVEN.add(name)
+        return fn
+
+    return decorator
+
+
+def register_data_driven(name: str) -> Callable[[DataDrivenInit], DataDrivenInit]:
+    """Decorator registering ``fn(inputs (N, C, H_in, W_in), channels, h, w) -> (channels, h, w)``;
+    until ``initialise_from_data`` runs, such layers hold ``ones``."""
+
+    def decorator(fn: DataDrivenInit) -> DataDrivenInit:
+        register(name)(ones)
+        _DATA_DRIVEN[name] = fn
         return fn
 
     return decorator
@@ -43,6 +59,28 @@ def list_initialisers() -> list[str]:
 
 def is_data_driven(name: str) -> bool:
     return name in _DATA_DRIVEN
+
+
+@torch.no_grad()
+def initialise_from_data(model: nn.Module, images: torch.Tensor) -> int:
+    """Fill the affinity maps of every layer with a data-driven init from one probe forward of
+    ``images`` (model inputs, eval mode). Returns the number of layers initialised."""
+    layers = [m for m in model.modules() if hasattr(m, "affinity_maps") and is_data_driven(m.init)]
+
+    def fill(layer: nn.Module, inputs: tuple) -> None:
+        maps = _DATA_DRIVEN[layer.init](inputs[0], *layer.affinity_maps.shape)
+        layer.set_affinity_maps(maps.to(layer.affinity_maps))
+
+    handles = [layer.register_forward_pre_hook(fill) for layer in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(images)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return len(layers)
 
 
 def check_name(name: str) -> None:
@@ -94,3 +132,22 @@ def coords(channels: int, h: int, w: int) -> torch.Tensor:
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")  # (h, w) each
     grids = torch.stack([grid_x, grid_y])  # (2, h, w)
     return grids.repeat((channels + 1) // 2, 1, 1)[:channels]
+
+
+def _standardise(maps: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit std over positions, per map (a constant map becomes zeros)."""
+    centred = maps - maps.mean(dim=(-2, -1), keepdim=True)
+    return centred / centred.std(dim=(-2, -1), keepdim=True, unbiased=False).clamp_min(1e-6)
+
+
+@register_data_driven("stats")
+def stats(inputs: torch.Tensor, channels: int, h: int, w: int) -> torch.Tensor:
+    """Per-position mean (over images and channels) and cross-image std (averaged over channels)
+    of the layer's input, resized to (h, w), standardised, alternating over the c_A maps."""
+    mean = inputs.mean(dim=(0, 1))  # (H_in, W_in)
+    spread = inputs.std(dim=0, unbiased=False).mean(dim=0)  # (H_in, W_in)
+    both = torch.stack([mean, spread]).unsqueeze(0).float()  # (1, 2, H_in, W_in)
+    if both.shape[-2:] != (h, w):
+        both = F.interpolate(both, size=(h, w), mode="bilinear", antialias=True)
+    both = _standardise(both.squeeze(0))  # (2, h, w)
+    return both.repeat((channels + 1) // 2, 1, 1)[:channels]

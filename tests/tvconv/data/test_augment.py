@@ -1,0 +1,112 @@
+"""Augmentation ops: exact geometry on known inputs, determinism, spec parsing."""
+
+import math
+
+import pytest
+import torch
+
+from tvconv.data.augment import FILL, LEVELS, Augmentation, _warp
+
+
+def images(n=6, size=12):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def run(spec, x, seed=0):
+    return Augmentation(spec)(x, torch.Generator().manual_seed(seed))
+
+
+def test_none_is_identity_and_levels_parse():
+    x = images()
+    assert torch.equal(run("none", x), x)
+    assert torch.equal(run("", x), x)
+    for level in LEVELS:
+        assert run(level, x).shape == x.shape
+
+
+def test_hflip_with_probability_one_flips_every_image():
+    x = images()
+    assert torch.equal(run("hflip:1", x), x.flip(-1))
+    assert torch.equal(run("hflip:0", x), x)
+
+
+def test_shift_is_an_integer_translation_within_k():
+    x = images(n=8)
+    out = run("shift:2", x, seed=5)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), value=FILL)
+    shifts = set()
+    for i in range(8):
+        matches = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(out[i], padded[i, :, dy : dy + 12, dx : dx + 12])
+        ]
+        assert len(matches) == 1
+        shifts.add(matches[0])
+    assert len(shifts) > 1
+
+
+def test_warp_with_a_quarter_turn_equals_rot90():
+    x = images(n=2, size=8)
+    theta = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]).expand(2, 2, 3)
+    torch.testing.assert_close(_warp(x, theta), torch.rot90(x, k=1, dims=(2, 3)), atol=1e-5,
+                               rtol=0)  # fmt: skip
+
+
+def test_rotate_and_crop_keep_the_centre_and_fill_black():
+    x = torch.zeros(4, 3, 16, 16)
+    x[:, :, 6:10, 6:10] = 1.0
+    rotated = run("rotate:30", x)
+    assert (rotated[:, :, 7:9, 7:9] > 0.9).all()
+    assert rotated.min() >= FILL - 1e-6 and rotated.max() <= 1 + 1e-6
+    assert (rotated[:, 0, 0, 0] < FILL + 0.1).sum() >= 2  # corners rotated out are filled black
+    cropped = run("crop:0.9", torch.ones(4, 3, 16, 16))
+    assert torch.allclose(cropped, torch.ones(4, 3, 16, 16))  # crops stay inside the image
+    assert run("rotate:0", x).sub(x).abs().max() < 1e-6
+
+
+def test_crop_zooms_in():
+    x = torch.linspace(-1, 1, 32).view(1, 1, 1, 32).expand(4, 3, 32, 32).contiguous()
+    out = run("crop:0.25", x)
+    span = out[:, 0, 16, -1] - out[:, 0, 16, 0]
+    assert (span < 2.0).all() and (span > 0.5 * 2 * math.sqrt(0.25) * 0.75).all()
+
+
+def test_color_zero_is_identity_and_stays_in_range():
+    x = images()
+    torch.testing.assert_close(run("color:0", x), x)
+    out = run("color:1", x)
+    assert out.min() >= -1 and out.max() <= 1 and not torch.allclose(out, x)
+
+
+def test_cutout_zeroes_one_square_per_image():
+    x = torch.ones(5, 3, 10, 10)
+    out = run("cutout:0.3", x)
+    assert ((out == 0).sum(dim=(1, 2, 3)) == 3 * 9).all()
+    holes = (out[:, 0] == 0).nonzero()
+    for i in range(5):
+        rows, cols = holes[holes[:, 0] == i, 1], holes[holes[:, 0] == i, 2]
+        assert rows.max() - rows.min() == 2 and cols.max() - cols.min() == 2
+
+
+def test_determinism_under_a_seed():
+    x = images()
+    spec = "hflip,shift:3,crop:0.6,rotate:20,color:0.3,cutout:0.2"
+    assert torch.equal(run(spec, x, seed=1), run(spec, x, seed=1))
+    assert not torch.equal(run(spec, x, seed=1), run(spec, x, seed=2))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("blur", "unknown augmentation 'blur' in 'blur'; expected one of hflip, shift"),
+        ("shift:2.5", r"strength must be pixels \(int\) in \[0, 64\], got '2.5'"),
+        ("hflip:2", r"strength must be probability in \[0.0, 1.0\], got '2'"),
+        ("rotate:x", r"strength must be degrees in \[0, 180\], got 'x'"),
+        ("crop:0", "minimum area fraction"),
+    ],
+)
+def test_bad_specs_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        Augmentation(spec)

@@ -1,0 +1,38 @@
+"""The layout diagnostic on hand-computed examples."""
+
+import pytest
+import torch
+
+from tvconv.data.variance import layout_variance
+
+
+def test_hand_computed_variances():
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]], [[[1.0, 2.0], [3.0, 4.0]]]])  # (2, 1, 2, 2)
+    result = layout_variance(x)
+    torch.testing.assert_close(result.cross_image, torch.full((4,), 0.25))
+    torch.testing.assert_close(result.intra_image, torch.full((2,), 1.25))
+    assert result.score == pytest.approx(5.0)
+    assert result.summary() == pytest.approx(
+        {"cross_image_var": 0.25, "intra_image_var": 1.25, "layout_score": 5.0}
+    )
+
+
+def test_channels_are_averaged_and_uint8_is_mapped_to_model_range():
+    x = torch.tensor([[[[0, 255]], [[0, 0]]], [[[255, 255]], [[0, 0]]]], dtype=torch.uint8)
+    result = layout_variance(x)  # in [-1, 1]: channel 0 of image 0 is (-1, 1), image 1 (1, 1)
+    torch.testing.assert_close(result.cross_image, torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(result.intra_image, torch.tensor([0.5, 0.0]))
+
+
+def test_shuffled_positions_remove_the_layout():
+    torch.manual_seed(0)
+    pattern = torch.randn(1, 1, 8, 8) * 2
+    aligned = pattern + 0.3 * torch.randn(200, 1, 8, 8)
+    shuffled = torch.stack([img.flatten()[torch.randperm(64)].view(1, 8, 8) for img in aligned])
+    assert layout_variance(aligned).score > 10
+    assert layout_variance(shuffled).score == pytest.approx(1.0, abs=0.1)
+
+
+def test_needs_a_batch():
+    with pytest.raises(ValueError, match=r"needs \(N >= 2, C, H, W\)"):
+        layout_variance(torch.zeros(1, 3, 4, 4))

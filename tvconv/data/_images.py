@@ -1,0 +1,61 @@
+"""Image decoding shared by the real-data loaders (Pillow -> uint8 tensors)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _as_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    return (size, size) if isinstance(size, int) else size
+
+
+def open_image(source: Path | bytes, what: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image.load()
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"cannot read image {what}: {error}") from error
+    return image
+
+
+def to_tensor(image: Image.Image, size: int | tuple[int, int] | None, mode: str = "RGB",
+              resample: int = Image.BILINEAR) -> torch.Tensor:  # fmt: skip
+    """PIL image -> uint8 tensor (C, H, W), resized to ``size`` (H, W) if given."""
+    image = image.convert(mode)
+    target = _as_size(size)
+    if target is not None and image.size != (target[1], target[0]):
+        image = image.resize((target[1], target[0]), resample)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def decode_rgb(source: Path | bytes, size: int | tuple[int, int] | None, what: str) -> torch.Tensor:
+    return to_tensor(open_image(source, what), size)
+
+
+def decode_all(
+    items: Sequence, decode: Callable[[object], torch.Tensor], description: str
+) -> torch.Tensor:
+    """Decode every item into one uint8 tensor (N, C, H, W); all must share one size."""
+    progress = tqdm(items, desc=description, unit="img", disable=not sys.stderr.isatty(),
+                    leave=False)  # fmt: skip
+    tensors = [decode(item) for item in progress]
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"{description}: images have different sizes {sorted(shapes)[:3]}; pass image_size "
+            "to resize them to one size"
+        )
+    return torch.stack(tensors)

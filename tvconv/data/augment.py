@@ -1,0 +1,175 @@
+"""Train-time augmentation: batched tensor ops, deterministic under a ``torch.Generator``.
+
+An augmentation is written as a spec string of comma-separated operations, each ``name`` or
+``name:strength`` and applied in the order given, e.g. ``"hflip,shift:4,rotate:10"``:
+
+| op     | strength                        | what it does (per image, at random)               |
+|--------|---------------------------------|---------------------------------------------------|
+| hflip  | probability (default 0.5)       | horizontal flip (the paper's only augmentation)   |
+| shift  | max pixels k (default 4)        | translate by integers in [-k, k]^2: pad, crop     |
+| crop   | min area fraction (default 0.5) | random resized crop, aspect in [3/4, 4/3]         |
+| rotate | max degrees (default 15)        | in-plane rotation about the centre                |
+| color  | jitter amount s (default 0.4)   | brightness, contrast, saturation x U(1-s, 1+s)    |
+| cutout | side fraction (default 0.3)     | one square set to the mean value (0)              |
+
+Images are model inputs in [-1, 1] (``to_model_input``); geometric ops fill uncovered pixels with
+-1 (black, as zero-padding a uint8 image). ``LEVELS`` names the ladder of the
+augmentation-robustness study, from layout-preserving to layout-destroying.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+FILL = -1.0
+
+LEVELS = {
+    "none": "",
+    "hflip": "hflip",
+    "shift2": "hflip,shift:2",
+    "shift4": "hflip,shift:4",
+    "shift8": "hflip,shift:8",
+    "crop": "hflip,crop:0.5",
+    "rot10": "hflip,rotate:10",
+    "rot30": "hflip,rotate:30",
+    "color": "hflip,color:0.4",
+    "cutout": "hflip,cutout:0.3",
+}
+
+
+def _hflip(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], generator=g) < p
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def _shift(x: torch.Tensor, k: float, g: torch.Generator) -> torch.Tensor:
+    k = int(k)
+    n, _, h, w = x.shape
+    padded = F.pad(x, (k, k, k, k), value=FILL)
+    dy = torch.randint(0, 2 * k + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * k + 1, (n,), generator=g)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
+    batch = torch.arange(n)[:, None, None, None]
+    channel = torch.arange(x.shape[1])[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample x through per-image affine maps theta (N, 2, 3) (output -> input coordinates)."""
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    shifted = F.grid_sample(x - FILL, grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)  # fmt: skip
+    return shifted + FILL
+
+
+def _crop(x: torch.Tensor, min_area: float, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    area = torch.rand(n, generator=g) * (1 - min_area) + min_area
+    log_ratio = (torch.rand(n, generator=g) * 2 - 1) * math.log(4 / 3)
+    ratio = torch.exp(log_ratio)
+    sx = torch.sqrt(area * ratio).clamp(max=1)  # crop width / image width
+    sy = torch.sqrt(area / ratio).clamp(max=1)
+    cx = (torch.rand(n, generator=g) * 2 - 1) * (1 - sx)
+    cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - sy)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, sy, cy
+    return _warp(x, theta)
+
+
+def _rotate(x: torch.Tensor, degrees: float, g: torch.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(degrees)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * h / w
+    theta[:, 1, 0], theta[:, 1, 1] = sin * w / h, cos
+    return _warp(x, theta)
+
+
+def _color(x: torch.Tensor, s: float, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+
+    def factor() -> torch.Tensor:
+        return (1 + (torch.rand(n, generator=g) * 2 - 1) * s)[:, None, None, None]
+
+    img = (x + 1) / 2  # [0, 1]
+    img = img * factor()
+    mean = img.mean(dim=(1, 2, 3), keepdim=True)
+    img = (img - mean) * factor() + mean
+    gray = img.mean(dim=1, keepdim=True)
+    img = (img - gray) * factor() + gray
+    return img.clamp(0, 1) * 2 - 1
+
+
+def _cutout(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
+    side_h, side_w = max(1, round(fraction * h)), max(1, round(fraction * w))
+    top = torch.randint(0, h - side_h + 1, (n,), generator=g)[:, None, None]
+    left = torch.randint(0, w - side_w + 1, (n,), generator=g)[:, None, None]
+    rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    hole = (rows >= top) & (rows < top + side_h) & (cols >= left) & (cols < left + side_w)
+    return x.masked_fill(hole.unsqueeze(1), 0.0)
+
+
+@dataclass(frozen=True)
+class _Op:
+    apply: Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
+    default: float
+    low: float
+    high: float
+    unit: str
+
+
+OPS = {
+    "hflip": _Op(_hflip, 0.5, 0.0, 1.0, "probability"),
+    "shift": _Op(_shift, 4, 0, 64, "pixels (int)"),
+    "crop": _Op(_crop, 0.5, 0.05, 1.0, "minimum area fraction"),
+    "rotate": _Op(_rotate, 15, 0, 180, "degrees"),
+    "color": _Op(_color, 0.4, 0.0, 1.0, "jitter amount"),
+    "cutout": _Op(_cutout, 0.3, 0.0, 1.0, "side fraction"),
+}
+
+
+class Augmentation:
+    """A parsed spec (or a named level of ``LEVELS``); call with (images, generator)."""
+
+    def __init__(self, spec: str = "") -> None:
+        self.spec = LEVELS.get(spec, spec)
+        self.steps = [parse_op(token) for token in self.spec.split(",") if token.strip()]
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for name, strength in self.steps:
+            images = OPS[name].apply(images, strength, generator)
+        return images
+
+    def __repr__(self) -> str:
+        return f"Augmentation({self.spec!r})"
+
+
+def parse_op(token: str) -> tuple[str, float]:
+    name, _, value = token.strip().partition(":")
+    if name not in OPS:
+        raise ValueError(
+            f"unknown augmentation {name!r} in {token!r}; expected one of {', '.join(OPS)} "
+            f"(or a level: {', '.join(LEVELS)})"
+        )
+    op = OPS[name]
+    if not value:
+        return name, float(op.default)
+    try:
+        strength = float(value)
+    except ValueError:
+        strength = math.nan
+    integral = op.unit.endswith("(int)")
+    if not op.low <= strength <= op.high or (integral and not strength.is_integer()):
+        raise ValueError(
+            f"augmentation {token!r}: strength must be {op.unit} in [{op.low}, {op.high}], "
+            f"got {value!r}"
+        )
+    return name, strength
