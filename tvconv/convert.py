@@ -56,7 +56,7 @@ def _unsupported_reason(conv: nn.Conv2d) -> str | None:
     return None
 
 
-def _probe_shape(input_size: int | tuple[int, ...]) -> tuple[int, int, int]:
+def probe_shape(input_size: int | tuple[int, ...]) -> tuple[int, int, int]:
     """(C, H, W) of one probe image from an int (square, RGB), (H, W) or (C, H, W)."""
     size = (input_size,) if isinstance(input_size, int) else tuple(input_size)
     if len(size) == 1:
@@ -66,6 +66,17 @@ def _probe_shape(input_size: int | tuple[int, ...]) -> tuple[int, int, int]:
     if len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size):
         raise ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size!r}")
     return size
+
+
+def probe_input(model: nn.Module, shape: tuple[int, ...], batch_size: int = 1) -> torch.Tensor:
+    """Zeros of (batch_size, *shape) on the model's device and dtype."""
+    reference = next(iter(model.parameters()), None)
+    return torch.zeros(
+        batch_size,
+        *shape,
+        device=None if reference is None else reference.device,
+        dtype=None if reference is None else reference.dtype,
+    )
 
 
 def find_depthwise_sites(
@@ -93,13 +104,7 @@ def find_depthwise_sites(
             )
 
     handles = [m.register_forward_hook(record) for m in model.modules() if _is_depthwise(m)]
-    reference = next(iter(model.parameters()), None)
-    probe = torch.zeros(
-        1,
-        *_probe_shape(input_size),
-        device=None if reference is None else reference.device,
-        dtype=None if reference is None else reference.dtype,
-    )
+    probe = probe_input(model, probe_shape(input_size))
     was_training = model.training
     model.eval()
     try:
