@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tvconv import TVConv, TVConvDeploy, deploy, translation_variant_conv
-from tvconv.ops import output_size
+from tvconv.ops import output_size, reference_translation_variant_conv
 
 
 def loop_reference(x, weight, bias, stride):
@@ -151,6 +151,32 @@ def test_core_op_gradients_match_the_loop_reference():
     assert torch.autograd.gradcheck(
         lambda a, b, c: translation_variant_conv(a, b, c, 2), (x, weight, bias)
     )
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "stride", "size", "with_bias"),
+    [(3, 1, 9, True), (3, 2, 9, False), (3, 2, 10, True), (5, 1, 7, False), (5, 2, 11, True)],
+)
+def test_hand_written_backward_equals_plain_autograd(kernel_size, stride, size, with_bias):
+    out = output_size(size, kernel_size, stride)
+    tensors = [torch.randn(3, 4, size, size), torch.randn(4, kernel_size, kernel_size, out, out)]
+    tensors.append(torch.randn(4, out, out) if with_bias else None)
+    grad_out = torch.randn(3, 4, out, out)
+    results = []
+    for op in (translation_variant_conv, reference_translation_variant_conv):
+        leaves = [t.clone().requires_grad_() if t is not None else None for t in tensors]
+        output = op(*leaves, stride)
+        output.backward(grad_out)
+        results.append([output, *(t.grad for t in leaves if t is not None)])
+    for fast, reference in zip(*results, strict=True):
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_no_graph_is_recorded_without_gradients():
+    x, weight = torch.randn(2, 3, 5, 5), torch.randn(3, 3, 3, 5, 5)
+    assert translation_variant_conv(x, weight).grad_fn is None
+    with torch.no_grad():
+        assert translation_variant_conv(x, weight.requires_grad_()).grad_fn is None
 
 
 def test_generator_false_is_a_locally_connected_conv():

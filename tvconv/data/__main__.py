@@ -57,8 +57,9 @@ def _stack(rows: list[Image.Image]) -> Image.Image:
 def preview(out: Path, size: int, seed: int, per_row: int = 8) -> None:
     config = SyntheticFacesConfig(image_size=size, seed=seed)
     train, benchmarks = load_synthetic_faces(config)
-    free_train, _ = load_synthetic_faces(SyntheticFacesConfig(image_size=size, seed=seed,
-                                                              layout="free"))  # fmt: skip
+    free_train, _ = load_synthetic_faces(
+        SyntheticFacesConfig(image_size=size, seed=seed, layout="free")
+    )
     per_identity = config.images_per_identity
     rows = []
     for identity in range(2):
@@ -84,8 +85,10 @@ def preview(out: Path, size: int, seed: int, per_row: int = 8) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     _stack(rows).save(out)
     print(f"wrote {out}")
-    print(f"layout diagnostic, {len(train)} training images at {size} px ({', '.join(BENCHMARKS)}"
-          " benchmarks not included):")  # fmt: skip
+    print(
+        f"layout diagnostic, {len(train)} training images at {size} px ({', '.join(BENCHMARKS)}"
+        " benchmarks not included):"
+    )
     for name, data in (("aligned", train), ("layout-free", free_train)):
         summary = layout_variance(data.images).summary()
         print(

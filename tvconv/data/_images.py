@@ -28,8 +28,12 @@ def open_image(source: Path | bytes, what: str) -> Image.Image:
     return image
 
 
-def to_tensor(image: Image.Image, size: int | tuple[int, int] | None, mode: str = "RGB",
-              resample: int = Image.BILINEAR) -> torch.Tensor:  # fmt: skip
+def to_tensor(
+    image: Image.Image,
+    size: int | tuple[int, int] | None,
+    mode: str = "RGB",
+    resample: int = Image.BILINEAR,
+) -> torch.Tensor:
     """PIL image -> uint8 tensor (C, H, W), resized to ``size`` (H, W) if given."""
     image = image.convert(mode)
     target = _as_size(size)
@@ -49,8 +53,9 @@ def decode_all(
     items: Sequence, decode: Callable[[object], torch.Tensor], description: str
 ) -> torch.Tensor:
     """Decode every item into one uint8 tensor (N, C, H, W); all must share one size."""
-    progress = tqdm(items, desc=description, unit="img", disable=not sys.stderr.isatty(),
-                    leave=False)  # fmt: skip
+    progress = tqdm(
+        items, desc=description, unit="img", disable=not sys.stderr.isatty(), leave=False
+    )
     tensors = [decode(item) for item in progress]
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:

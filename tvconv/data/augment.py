@@ -63,8 +63,9 @@ def _shift(x: torch.Tensor, k: float, g: torch.Generator) -> torch.Tensor:
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Resample x through per-image affine maps theta (N, 2, 3) (output -> input coordinates)."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    shifted = F.grid_sample(x - FILL, grid, mode="bilinear", padding_mode="zeros",
-                            align_corners=False)  # fmt: skip
+    shifted = F.grid_sample(
+        x - FILL, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     return shifted + FILL
 
 

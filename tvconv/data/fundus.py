@@ -44,8 +44,10 @@ def load_fundus_split(
         raise ValueError(f"no .png images in {image_dir}; expected {LAYOUT}")
     missing = [n for n in names if not (mask_dir / n).is_file()]
     if missing:
-        raise ValueError(f"{len(missing)} images have no mask of the same name in {mask_dir}, "
-                         f"e.g. {missing[0]}; expected {LAYOUT}")  # fmt: skip
+        raise ValueError(
+            f"{len(missing)} images have no mask of the same name in {mask_dir}, "
+            f"e.g. {missing[0]}; expected {LAYOUT}"
+        )
     images = decode_all(
         names,
         lambda n: to_tensor(open_image(image_dir / n, str(image_dir / n)), image_size),

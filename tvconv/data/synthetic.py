@@ -16,7 +16,7 @@ half same / half different pairs) mirror the paper's four columns with graded di
 ``clean`` (training nuisance), ``pose`` (larger shift, in-plane rotation and scale),
 ``illumination`` (strong gradients, shadows, colour casts) and ``age`` (identity drift between the
 two images of a same pair: skin, greying hair, receding hairline, wrinkles; different pairs are
-hard negatives, the most similar identity of the fold).
+hard negatives, the identity of the fold with the most similar face shape).
 
 Fundus. RGB fundus ROIs centred near the optic disc: retinal background with vignetting, vessels
 radiating from the disc, a bright disc and a brighter cup inside it, with (cup, disc) masks. Four
@@ -49,7 +49,7 @@ from tvconv.data._render import (
 from tvconv.data.datasets import NUM_FOLDS, FaceTrainSet, FundusSet, VerificationBenchmark
 
 # Bump when a change to the generators alters the images: it keys the on-disk cache.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 
 BENCHMARKS = ("clean", "pose", "illumination", "age")
 LAYOUTS = ("aligned", "free")
@@ -66,6 +66,9 @@ TEXTURE_GRID = 6
 # that an aligned face fills the frame as in the paper's aligned crops (eyes near 45% of the height,
 # mouth near 75%, little background).
 FACE_SCALE = 1.35
+# Face-geometry parameters that define the "most similar identity" of the age benchmark's
+# negatives (look-alikes by shape, not by colour, which drifts with age).
+HARD_NEGATIVE_KEYS = ("face_w", "face_h", "eye_dx", "eye_y", "mouth_y")
 
 
 def stream(seed: int, purpose: str) -> torch.Generator:
@@ -217,13 +220,13 @@ def age_identities(ids: dict[str, torch.Tensor], amount: torch.Tensor) -> dict[s
     grey = torch.full_like(ids["hair"], 0.72)
     return {
         **ids,
-        "skin": (ids["skin"] * (1 - 0.12 * a[:, None])).clamp(0, 1),
-        "texture": ids["texture"] * (1 + 0.8 * a[:, None, None]),
-        "hair": ids["hair"] + 0.8 * a[:, None] * (grey - ids["hair"]),
-        "hairline": ids["hairline"] - 0.10 * a,
-        "jaw": (ids["jaw"] + 0.12 * a).clamp(max=1.05),
-        "eye_ry": ids["eye_ry"] * (1 - 0.25 * a),
-        "wrinkles": a,
+        "skin": (ids["skin"] * (1 - 0.08 * a[:, None])).clamp(0, 1),
+        "texture": ids["texture"] * (1 + 0.5 * a[:, None, None]),
+        "hair": ids["hair"] + 0.45 * a[:, None] * (grey - ids["hair"]),
+        "hairline": ids["hairline"] - 0.06 * a,
+        "jaw": (ids["jaw"] + 0.06 * a).clamp(max=1.05),
+        "eye_ry": ids["eye_ry"] * (1 - 0.15 * a),
+        "wrinkles": 0.7 * a,
     }
 
 
@@ -282,8 +285,9 @@ def _render_chunk(
     edge = 1.2 / size / scale  # about one pixel, in face units
 
     # Background level + low-frequency clutter.
-    clutter = smooth_field(nz["clutter"].reshape(n * 3, 4, 4), u.repeat_interleave(3, 0),
-                           v.repeat_interleave(3, 0)).reshape(n, 3, size, size)  # fmt: skip
+    clutter = smooth_field(
+        nz["clutter"].reshape(n * 3, 4, 4), u.repeat_interleave(3, 0), v.repeat_interleave(3, 0)
+    ).reshape(n, 3, size, size)
     image = nz["background"][:, :, None, None] + clutter
 
     face_w, face_h = col(ids["face_w"]), col(ids["face_h"])
@@ -440,9 +444,7 @@ def _benchmark_pairs(
     per_class = config.pairs_per_benchmark // (2 * NUM_FOLDS)
     young, old = torch.arange(m // 2), torch.arange(m // 2, m)
     every = torch.arange(m)
-    flat = torch.cat(
-        [ids[k].reshape(ids[k].shape[0], -1) for k in ("face_w", "face_h", "eye_dx", "skin")], 1
-    )
+    flat = torch.cat([ids[k].reshape(ids[k].shape[0], -1) for k in HARD_NEGATIVE_KEYS], 1)
     pairs, issame = [], []
     for group in _fold_groups(config.test_identities):
         same, different = [], []
@@ -489,7 +491,7 @@ def make_face_benchmark(name: str, config: SyntheticFacesConfig) -> Verification
     profile = PROFILES[name]
     if profile.age_drift > 0:
         old = (torch.arange(count * m) % m) >= m // 2
-        drift = _uniform(stream(config.seed, f"{name}-drift"), count * m, 0.6, 1.0) * old
+        drift = _uniform(stream(config.seed, f"{name}-drift"), count * m, 0.5, 1.0) * old
         image_ids = age_identities(image_ids, drift * profile.age_drift)
     nuisance = sample_nuisance(count * m, stream(config.seed, f"{name}-images"), profile, config)
     images = render_faces(image_ids, nuisance, config.image_size, config.noise)

@@ -1,0 +1,241 @@
+"""Training engine: config parsing, schedule, determinism, failures, resume, real data, DDP."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from tvconv.data.datasets import VerificationBenchmark
+from tvconv.data.synthetic import SyntheticFacesConfig, make_face_train_set
+from tvconv.train import (
+    EvalConfig,
+    FaceRecognizer,
+    OptimConfig,
+    check_data_paths,
+    evaluate,
+    fit,
+    lr_at,
+    override,
+    smoke_config,
+)
+
+BENCHMARK_NAMES = ("clean", "pose", "illumination", "age")
+
+
+def test_override_parses_typed_nested_values():
+    config = smoke_config()
+    config = override(config, "optim.lr=0.05")
+    config = override(config, "model.atom=dw")
+    config = override(config, "data.synthetic.nuisance=0.5")
+    config = override(config, "optim.milestones=0.5,0.75")
+    config = override(config, "model.bias=true")
+    config = override(config, "threads=1")
+    config = override(config, "checkpoint_dir=none")
+    assert config.optim.lr == 0.05 and config.model.atom == "dw"
+    assert config.data.synthetic.nuisance == 0.5
+    assert config.optim.milestones == (0.5, 0.75)
+    assert config.model.bias is True and config.threads == 1 and config.checkpoint_dir is None
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("optim.lrate=1", r"unknown key 'lrate'; expected one of epochs, batch_size, lr"),
+        ("optimizer.lr=1", "unknown key 'optimizer.lr'; expected one of data, model, optim"),
+        ("optim=1", "key 'optim' is a group; set one of optim.epochs"),
+        ("optim.epochs=two", "epochs='two' is invalid: expected a value of type int"),
+        ("model.bias=maybe", "bias='maybe' is invalid: expected true or false"),
+        ("optim.lr", "is not of the form key=value"),
+        ("model.norm=gn", "model.norm='gn' is invalid: expected one of ln, bn, in, none"),
+        ("model.name=resnet", "model.name='resnet' is invalid: expected one of mobilenet_v2_x0_1"),
+        ("optim.epochs=0", "optim.epochs=0 is invalid: expected a positive int"),
+        ("data.augment=blur", "unknown augmentation 'blur'"),
+        ("eval.protocol=lfw", "eval.protocol='lfw' is invalid: expected one of clean, official"),
+        ("optim.milestones=0.9,0.5", "increasing fractions in"),
+    ],
+)
+def test_bad_overrides_name_key_value_and_expectation(assignment, message):
+    with pytest.raises(ValueError, match=message):
+        override(smoke_config(), assignment)
+
+
+def test_paper_schedule_milestones_22_30_35():
+    optim = OptimConfig()
+    assert optim.epochs == 38 and optim.milestone_epochs() == [22, 30, 35]
+    steps = 10
+    assert lr_at(optim, 22 * steps - 1, steps) == pytest.approx(0.1)
+    assert lr_at(optim, 22 * steps, steps) == pytest.approx(0.01)
+    assert lr_at(optim, 30 * steps, steps) == pytest.approx(0.001)
+    assert lr_at(optim, 38 * steps - 1, steps) == pytest.approx(0.0001)
+    cosine = OptimConfig(epochs=4, schedule="cosine")
+    assert lr_at(cosine, 0, 5) == pytest.approx(0.1)
+    assert lr_at(cosine, 10, 5) == pytest.approx(0.05)
+
+
+def test_smoke_fit_returns_a_complete_record():
+    result = fit(smoke_config())
+    assert result.status == "complete" and result.reason is None
+    for name in BENCHMARK_NAMES:
+        assert 0 < result.metrics[f"{name}_acc_pct"] < 100
+        assert 0 <= result.metrics[f"{name}_auc_pct"] <= 100
+    means = [result.metrics[f"{n}_acc_pct"] for n in BENCHMARK_NAMES]
+    assert result.metrics["mean_acc_pct"] == pytest.approx(sum(means) / 4)
+    assert [row["epoch"] for row in result.history] == [1]
+    assert result.history[0]["images_per_s"] > 0
+    assert result.environment["torch"] == torch.__version__
+    assert result.environment["device"] == "cpu" and result.environment["threads"] >= 1
+    assert isinstance(result.model, FaceRecognizer)
+    record = result.to_record()
+    assert "model" not in record and json.loads(json.dumps(record))["config"]["seed"] == 0
+
+
+def test_same_seed_identical_and_other_seed_different():
+    first, second = fit(smoke_config()), fit(smoke_config())
+    assert first.metrics == second.metrics
+    assert [r["loss"] for r in first.history] == [r["loss"] for r in second.history]
+    other = fit(override(smoke_config(), "seed=1"))
+    assert other.history[0]["loss"] != first.history[0]["loss"]
+
+
+def test_non_finite_loss_fails_the_run_with_a_reason():
+    config = override(override(smoke_config(), "optim.lr=1e30"), "optim.epochs=2")
+    result = fit(config)
+    assert result.status == "failed"
+    assert "non-finite loss" in result.reason and "epoch 1" in result.reason
+    assert result.metrics == {}
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    config = override(smoke_config(), "optim.epochs=3")
+    uninterrupted = fit(config)
+
+    def crash_after_first_epoch(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    resumable = override(config, f"checkpoint_dir={tmp_path / 'run'}")
+    with pytest.raises(KeyboardInterrupt):
+        fit(resumable, on_epoch_end=crash_after_first_epoch)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    resumed = fit(resumable)
+    assert resumed.metrics == uninterrupted.metrics
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_a_checkpoint_of_another_config_is_refused(tmp_path):
+    config = override(smoke_config(), f"checkpoint_dir={tmp_path}")
+    fit(config)
+    with pytest.raises(ValueError, match="belongs to another configuration"):
+        fit(override(config, "optim.lr=0.05"))
+
+
+def test_fingerprint_ignores_runtime_fields_only():
+    config = smoke_config()
+    same = override(override(config, "threads=1"), "device=cpu")
+    assert same.fingerprint() == config.fingerprint()
+    assert override(config, "seed=3").fingerprint() != config.fingerprint()
+
+
+def test_bf16_autocast_runs_on_cpu():
+    result = fit(override(smoke_config(), "amp=bf16"))
+    assert result.status == "complete" and 0 < result.metrics["mean_acc_pct"] < 100
+
+
+def test_evaluate_wires_pairs_to_embeddings():
+    """Raw pixels as embeddings: same pairs are identical images, different pairs not."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 4, 4), dtype=torch.uint8)
+    same = torch.arange(20).view(-1, 1).repeat(1, 2)
+    different = torch.stack([torch.arange(20, 40), torch.arange(0, 20)], dim=1)
+    pairs = torch.stack([same, different], dim=1).reshape(40, 2)
+    issame = torch.tensor([True, False] * 20)
+    bench = VerificationBenchmark("toy", images, pairs, issame)
+    metrics = evaluate(nn.Flatten(), [bench], EvalConfig(threshold_steps=500))
+    assert metrics["toy_acc_pct"] == 100.0 and metrics["toy_auc_pct"] == 100.0
+    assert metrics["mean_acc_pct"] == 100.0
+
+
+@pytest.fixture
+def real_data(tmp_path):
+    """A tiny CASIA-like tree and an LFW-like pair list, written from synthetic faces."""
+    faces = make_face_train_set(
+        SyntheticFacesConfig(image_size=32, train_identities=10, images_per_identity=4)
+    )
+    root = tmp_path / "train"
+    for index, (image, label) in enumerate(zip(faces.images, faces.labels, strict=True)):
+        folder = root / f"id{int(label):03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index}.png")
+    lines = [
+        f"id{i % 10:03d}/{4 * (i % 10)}.png id{(i + k) % 10:03d}/{4 * ((i + k) % 10) + 1}.png "
+        f"{1 if k == 0 else -1}"
+        for i in range(10)
+        for k in (0, 3)
+    ]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines))
+    return root, tmp_path / "pairs.txt"
+
+
+def test_real_data_runs_through_the_same_engine(real_data):
+    root, pairs = real_data
+    config = smoke_config()
+    config = override(config, f"data.train_root={root}")
+    config = override(config, f"data.benchmarks={pairs}:{root}")
+    check_data_paths(config.data)
+    result = fit(config)
+    assert result.status == "complete"
+    assert 0 <= result.metrics["pairs_acc_pct"] <= 100
+    assert result.metrics["mean_acc_pct"] == result.metrics["pairs_acc_pct"]
+
+
+def test_missing_real_data_paths_fail_fast(tmp_path):
+    config = override(smoke_config(), f"data.train_root={tmp_path / 'none'}")
+    config = override(config, f"data.benchmarks={tmp_path / 'lfw.bin'}")
+    with pytest.raises(ValueError, match=r"data.train_root=.*none' does not exist"):
+        check_data_paths(config.data)
+    only_root = override(smoke_config(), f"data.train_root={tmp_path}")
+    with pytest.raises(ValueError, match=r"data\.benchmarks=\(\) is invalid: expected benchmark"):
+        check_data_paths(only_root.data)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_keeps_ranks_in_sync(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, torch
+            from tvconv.train import fit, override, smoke_config
+            config = override(smoke_config(), "optim.epochs=2")
+            result = fit(config)
+            checksum = sum(float(p.double().sum()) for p in result.model.parameters())
+            rank = os.environ["RANK"]
+            fields = [checksum, result.status, result.environment["world_size"],
+                      result.metrics.get("mean_acc_pct")]
+            with open(r"{tmp_path}" + f"/rank{{rank}}.txt", "w") as handle:
+                handle.write(" ".join(repr(f) if isinstance(f, float) else str(f) for f in fields))
+            """
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    rank0 = (tmp_path / "rank0.txt").read_text().split()
+    rank1 = (tmp_path / "rank1.txt").read_text().split()
+    assert rank0[0] == rank1[0]  # identical parameters on both ranks after training
+    assert rank0[1:3] == ["complete", "2"] and rank1[1:3] == ["complete", "2"]
+    assert 0 < float(rank0[3]) < 100 and rank1[3] == "None"  # rank 0 evaluates

@@ -1,0 +1,772 @@
+"""Training and evaluation engine for the face task: what every ablation run executes.
+
+``fit(config)`` builds the data (embedded synthetic faces, or real folders and benchmark files),
+the model (registry name, atom, TVConv options, insertion sites) and the AM-Softmax head, trains
+with the paper's recipe by default (SGD lr 0.1, momentum 0.9, weight decay 5e-4, the lr divided
+by 10 at 58% / 79% / 92% of the epochs: 22 / 30 / 35 of 38), evaluates the four verification
+benchmarks (``tvconv.metrics``) and returns a ``FitResult``: final metrics, per-epoch history,
+timings, environment and the trained model.
+
+Reproducibility: one seed drives the initialisation (``torch.manual_seed``), the data order and
+the augmentation (independent generators per epoch, derived from the seed), so the same config
+on the same machine gives identical metrics, and resuming from an epoch checkpoint continues
+exactly as an uninterrupted run. A non-finite loss stops the run with ``status="failed"`` and a
+reason; other errors and KeyboardInterrupt propagate.
+
+Scale-out: ``device="auto"`` picks CUDA when present (``amp`` optional); under ``torchrun`` one
+run trains with DistributedDataParallel (gloo on CPU, nccl on GPU), the global batch split across
+ranks (rank r takes its slice of every global batch, so the samples seen per step do not depend on
+the number of ranks).
+
+CLI: ``python -m tvconv.train [--preset cpu-quick|smoke] [key=value ...] [--out result.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+import tvconv
+from tvconv import affinity, models
+from tvconv.convert import deploy
+from tvconv.data.augment import Augmentation
+from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, to_model_input
+from tvconv.data.faces import load_bin, load_image_folder, load_pair_list
+from tvconv.data.synthetic import SyntheticFacesConfig, load_synthetic_faces, stream
+from tvconv.metrics import PROTOCOLS, roc_metrics, verification_accuracy
+from tvconv.ops import NORMS
+
+SCHEDULES = ("multistep", "cosine")
+AMP_MODES = ("off", "bf16", "fp16")
+CHECKPOINT = "checkpoint.pt"
+
+
+def _fail(key: str, value: object, expected: str) -> None:
+    raise ValueError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+def _positive_int(key: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        _fail(key, value, "a positive int")
+
+
+def _number_at_least(key: str, value: object, low: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
+        _fail(key, value, f"a number >= {low}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data and benchmarks. Synthetic faces unless ``train_root`` is given; real
+    benchmarks are ``.bin`` files or pair lists written ``pairs.txt:image_root``."""
+
+    image_size: int = 96
+    synthetic: SyntheticFacesConfig = field(default_factory=SyntheticFacesConfig)
+    train_root: str | None = None
+    benchmarks: tuple[str, ...] = ()
+    augment: str = "hflip"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        _positive_int("data.image_size", self.image_size)
+        if self.synthetic.image_size != self.image_size:  # one input size for data and model
+            object.__setattr__(
+                self, "synthetic", replace(self.synthetic, image_size=self.image_size)
+            )
+        Augmentation(self.augment)  # raises on a bad spec
+        if not isinstance(self.workers, int) or self.workers < 0:
+            _fail("data.workers", self.workers, "an int >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone, atom and TVConv options (ignored for atom=dw), embedding and AM-Softmax head."""
+
+    name: str = "mobilenet_v2_x0_1"
+    atom: str = "tvconv"
+    select: str = "all"
+    affinity_channels: int = 4
+    inter_channels: int = 64
+    inter_layers: int = 3
+    norm: str = "ln"
+    bias: bool = False
+    init: str = "ones"
+    generator: bool = True
+    dropout: float = 0.0
+    embedding_size: int = 512
+    margin: float = 0.35
+    scale: float = 32.0
+
+    def __post_init__(self) -> None:
+        if self.name not in models.list_models():
+            _fail("model.name", self.name, f"one of {', '.join(models.list_models())}")
+        if self.atom not in models.ATOMS:
+            _fail("model.atom", self.atom, f"one of {', '.join(models.ATOMS)}")
+        if self.norm not in NORMS:
+            _fail("model.norm", self.norm, f"one of {', '.join(NORMS)}")
+        if self.init not in affinity.list_initialisers():
+            _fail("model.init", self.init, f"one of {', '.join(affinity.list_initialisers())}")
+        for key in ("affinity_channels", "inter_channels", "embedding_size"):
+            _positive_int(f"model.{key}", getattr(self, key))
+        if not isinstance(self.inter_layers, int) or self.inter_layers < 0:
+            _fail("model.inter_layers", self.inter_layers, "an int >= 0")
+        if not 0 <= self.dropout < 1:
+            _fail("model.dropout", self.dropout, "a number in [0, 1)")
+        _number_at_least("model.margin", self.margin, 0.0)
+        _number_at_least("model.scale", self.scale, 1e-6)
+
+    def tvconv_options(self) -> dict:
+        if self.atom != "tvconv":
+            return {}
+        names = ("select", *models.TVCONV_OPTIONS)
+        return {name: getattr(self, name) for name in names}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum; lr multiplied by ``gamma`` at each milestone (fractions of the epochs,
+    rounded to whole epochs) or cosine-annealed per step. ``batch_size`` is global."""
+
+    epochs: int = 38
+    batch_size: int = 512
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    affinity_weight_decay: bool = True
+    schedule: str = "multistep"
+    milestones: tuple[float, ...] = (0.58, 0.79, 0.92)
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive_int("optim.epochs", self.epochs)
+        _positive_int("optim.batch_size", self.batch_size)
+        _number_at_least("optim.lr", self.lr, 0.0)
+        _number_at_least("optim.weight_decay", self.weight_decay, 0.0)
+        if self.schedule not in SCHEDULES:
+            _fail("optim.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
+        if not all(0 < m <= 1 for m in self.milestones) or list(self.milestones) != sorted(
+            self.milestones
+        ):
+            _fail("optim.milestones", self.milestones, "increasing fractions in (0, 1]")
+        if not 0 <= self.momentum < 1 or not 0 < self.gamma <= 1:
+            _fail("optim.momentum/gamma", (self.momentum, self.gamma), "[0, 1) and (0, 1]")
+        if not 0 <= self.label_smoothing < 1:
+            _fail("optim.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+
+    def milestone_epochs(self) -> list[int]:
+        return [round(m * self.epochs) for m in self.milestones]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = "clean"
+    every_epoch: bool = False
+    batch_size: int = 256
+    threshold_steps: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            _fail("eval.protocol", self.protocol, f"one of {', '.join(PROTOCOLS)}")
+        _positive_int("eval.batch_size", self.batch_size)
+        _positive_int("eval.threshold_steps", self.threshold_steps)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of one face-task run. Defaults follow the paper (96 px, 38 epochs, batch 512);
+    ``cpu_quick_config()`` is the documented CPU configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "off"
+    threads: int | None = None
+    progress: bool | None = None
+    checkpoint_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or self.seed < 0:
+            _fail("seed", self.seed, "an int >= 0")
+        if self.amp not in AMP_MODES:
+            _fail("amp", self.amp, f"one of {', '.join(AMP_MODES)}")
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            _fail("device", self.device, "auto, cpu or cuda[:N]")
+
+    def fingerprint(self) -> str:
+        """Hash of the result-affecting fields (not device, threads, progress, paths)."""
+        fields = to_dict(self)
+        for key in ("device", "threads", "progress", "checkpoint_dir"):
+            fields.pop(key)
+        fields["data"].pop("workers")
+        payload = json.dumps({"config": fields, "version": tvconv.RESULTS_VERSION}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def cpu_quick_config(**model_options) -> TrainConfig:
+    """The documented CPU configuration: 48 px synthetic faces (400 identities x 16 images),
+    MobileNetV2-face x0.1 with a small generator (inter 16, 1 inter layer), the paper's SGD and
+    AM-Softmax, batch 64, 2 epochs (200 steps) with a cosine schedule (a short run leaves no room
+    for the paper's step schedule). About 1.5 min per TVConv run and 50 s per dw run on 2 cores."""
+    return TrainConfig(
+        data=DataConfig(image_size=48, synthetic=SyntheticFacesConfig()),
+        model=ModelConfig(inter_channels=16, inter_layers=1, **model_options),
+        optim=OptimConfig(epochs=2, batch_size=64, schedule="cosine"),
+    )
+
+
+def smoke_config(**model_options) -> TrainConfig:
+    """Seconds: 32 px, few identities, 1 epoch (tests and CI)."""
+    return TrainConfig(
+        data=DataConfig(
+            image_size=32,
+            synthetic=SyntheticFacesConfig(
+                train_identities=16,
+                images_per_identity=4,
+                test_identities=20,
+                test_images_per_identity=4,
+                pairs_per_benchmark=40,
+            ),
+        ),
+        model=ModelConfig(inter_channels=8, inter_layers=0, **model_options),
+        optim=OptimConfig(epochs=1, batch_size=16),
+        eval=EvalConfig(threshold_steps=1000),
+    )
+
+
+PRESETS = {"cpu-quick": cpu_quick_config, "smoke": smoke_config, "paper": TrainConfig}
+
+
+# ------------------------------------------------------------------------------------ config io
+
+
+def to_dict(config: object) -> dict:
+    """A (nested) config dataclass as plain JSON-ready data."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _convert(text: str, annotation: object, key: str) -> object:
+    """Parse ``text`` as a value of the field type ``annotation``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(text, inner, key)
+    if origin is tuple:
+        items = [item for item in text.split(",") if item.strip()]
+        return tuple(_convert(item.strip(), args[0], key) for item in items)
+    if annotation is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            _fail(key, text, "true or false")
+        return text.lower() in ("true", "1", "yes")
+    try:
+        return annotation(text)
+    except ValueError:
+        _fail(key, text, f"a value of type {annotation.__name__}")
+    raise AssertionError("unreachable")
+
+
+def override(config: object, assignment: str) -> object:
+    """A copy of ``config`` with ``"group.key=value"`` applied (typed by the field's annotation;
+    an unknown key is an error naming the known ones)."""
+    key, sep, text = assignment.partition("=")
+    if not sep:
+        raise ValueError(f"override {assignment!r} is not of the form key=value")
+    head, _, rest = key.strip().partition(".")
+    hints = typing.get_type_hints(type(config))
+    names = [f.name for f in dataclasses.fields(config)]
+    if head not in names:
+        raise ValueError(f"unknown key {key!r}; expected one of {', '.join(names)}")
+    current = getattr(config, head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"unknown key {key!r}: {head} has no sub-keys")
+        return replace(config, **{head: override(current, f"{rest}={text}")})
+    if dataclasses.is_dataclass(current):
+        fields = ", ".join(f"{head}.{f.name}" for f in dataclasses.fields(current))
+        raise ValueError(f"key {key!r} is a group; set one of {fields}")
+    return replace(config, **{head: _convert(text.strip(), hints[head], key)})
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class FitResult:
+    status: str
+    metrics: dict
+    history: list[dict]
+    timings: dict
+    environment: dict
+    config: dict
+    reason: str | None = None
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def to_record(self) -> dict:
+        """Everything but the model, JSON-ready."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        record.pop("model")
+        return record
+
+
+class FaceRecognizer(nn.Module):
+    """Backbone + AM-Softmax head; forward(images, labels) -> margin logits."""
+
+    def __init__(self, backbone: nn.Module, head: models.AMSoftmax) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images), labels)
+
+
+# ------------------------------------------------------------------------------------ runtime
+
+
+@dataclass
+class _Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _start_runtime(config: TrainConfig) -> _Runtime:
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if config.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={config.device!r} but CUDA is not available")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return _Runtime(device)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if config.optim.batch_size % world_size:
+        raise ValueError(
+            f"optim.batch_size={config.optim.batch_size} must be divisible by the number of "
+            f"ranks ({world_size})"
+        )
+    return _Runtime(device, rank, world_size)
+
+
+def environment(runtime: _Runtime) -> dict:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(runtime.device),
+        "cuda_device": torch.cuda.get_device_name(runtime.device)
+        if runtime.device.type == "cuda"
+        else None,
+        "threads": torch.get_num_threads(),
+        "world_size": runtime.world_size,
+    }
+
+
+def _finite_everywhere(loss: torch.Tensor, runtime: _Runtime) -> bool:
+    """Whether the loss is finite on every rank (so that all ranks stop together)."""
+    finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+    if runtime.world_size > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if config.amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def _parse_benchmark(spec: str, image_size: int) -> VerificationBenchmark:
+    if spec.endswith(".bin"):
+        return load_bin(spec, image_size)
+    pairs, sep, root = spec.partition(":")
+    if not sep:
+        raise ValueError(
+            f"benchmark {spec!r}: expected a .bin file or a pair list as 'pairs.txt:image_root'"
+        )
+    return load_pair_list(pairs, root, image_size)
+
+
+def load_data(config: DataConfig) -> tuple[FaceTrainSet, list[VerificationBenchmark]]:
+    if config.train_root is None:
+        return load_synthetic_faces(config.synthetic)
+    check_data_paths(config)
+    train = load_image_folder(config.train_root, config.image_size)
+    return train, [_parse_benchmark(spec, config.image_size) for spec in config.benchmarks]
+
+
+def check_data_paths(config: DataConfig) -> None:
+    """Fail fast (before any run starts) on real-data settings that cannot work."""
+    if config.train_root is not None and not config.benchmarks:
+        _fail("data.benchmarks", config.benchmarks, "benchmark files when data.train_root is set")
+    if config.train_root is not None and not Path(config.train_root).is_dir():
+        raise ValueError(
+            f"data.train_root={config.train_root!r} does not exist; expected "
+            "<root>/<identity>/<image>.jpg"
+        )
+    for spec in config.benchmarks:
+        paths = [spec] if spec.endswith(".bin") else spec.split(":", 1)
+        missing = [p for p in paths if not Path(p).exists()]
+        if missing or len(paths) != (1 if spec.endswith(".bin") else 2):
+            raise ValueError(
+                f"data.benchmarks entry {spec!r}: expected an existing .bin file or "
+                f"'pairs.txt:image_root'" + (f"; missing {missing}" if missing else "")
+            )
+
+
+def _batch_images(train: FaceTrainSet, indices: torch.Tensor, workers: int) -> Iterator:
+    """uint8 images and labels for each index chunk (in memory, or decoded by workers)."""
+    if train.images is not None:
+        for chunk in indices:
+            yield train.images[chunk], train.labels[chunk]
+        return
+    loader = torch.utils.data.DataLoader(
+        train, batch_sampler=[c.tolist() for c in indices], num_workers=workers
+    )
+    yield from loader
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+def build_model(config: TrainConfig, num_classes: int) -> FaceRecognizer:
+    model = config.model
+    backbone = models.create(
+        model.name,
+        atom=model.atom,
+        input_size=config.data.image_size,
+        embedding_size=model.embedding_size,
+        dropout=model.dropout,
+        **model.tvconv_options(),
+    )
+    head = models.AMSoftmax(model.embedding_size, num_classes, model.margin, model.scale)
+    return FaceRecognizer(backbone, head)
+
+
+def _optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.SGD:
+    maps = [p for n, p in model.named_parameters() if n.endswith("affinity_maps")]
+    others = [p for n, p in model.named_parameters() if not n.endswith("affinity_maps")]
+    groups = [{"params": others}]
+    if maps:
+        decay = optim.weight_decay if optim.affinity_weight_decay else 0.0
+        groups.append({"params": maps, "weight_decay": decay})
+    return torch.optim.SGD(
+        groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+    )
+
+
+def lr_at(optim: OptimConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of global step ``step`` (0-based)."""
+    if optim.schedule == "cosine":
+        total = optim.epochs * steps_per_epoch
+        return optim.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+    passed = sum(step >= m * steps_per_epoch for m in optim.milestone_epochs())
+    return optim.lr * optim.gamma**passed
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def embed(backbone: nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    backbone.eval()
+    chunks = [
+        backbone(to_model_input(images[start : start + batch_size].to(device))).float().cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+def evaluate(
+    backbone: nn.Module,
+    benchmarks: list[VerificationBenchmark],
+    config: EvalConfig,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Per-benchmark ``<name>_acc_pct`` (protocol), ``<name>_auc_pct``, ``<name>_tar_pct`` (TAR at
+    FAR 1e-2) and their means over benchmarks (``mean_acc_pct`` is the headline)."""
+    metrics = {}
+    for bench in benchmarks:
+        embeddings = embed(backbone, bench.images, config.batch_size, device)
+        left, right = embeddings[bench.pairs[:, 0]], embeddings[bench.pairs[:, 1]]
+        accuracy = verification_accuracy(
+            left, right, bench.issame, bench.folds, config.protocol, config.threshold_steps
+        )
+        roc = roc_metrics(left, right, bench.issame)
+        metrics[f"{bench.name}_acc_pct"] = accuracy["acc_pct"]
+        metrics[f"{bench.name}_acc_std_pct"] = accuracy["acc_std_pct"]
+        metrics[f"{bench.name}_auc_pct"] = roc["auc_pct"]
+        metrics[f"{bench.name}_tar_pct"] = roc["tar_pct"]
+    for kind in ("acc", "auc", "tar"):
+        values = [metrics[f"{b.name}_{kind}_pct"] for b in benchmarks]
+        metrics[f"mean_{kind}_pct"] = sum(values) / len(values)
+    return metrics
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a temp file in the same folder, fsynced, then renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"checkpoint {path} belongs to another configuration ({state['fingerprint']}, this "
+            f"run is {fingerprint}); remove it or use another checkpoint_dir"
+        )
+    return state
+
+
+# ------------------------------------------------------------------------------------ fit
+
+
+def _progress(config: TrainConfig, runtime: _Runtime, total: int, initial: int) -> tqdm:
+    enabled = sys.stderr.isatty() if config.progress is None else config.progress
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not (enabled and runtime.is_main),
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
+    """Train and evaluate one run (see the module docstring). ``on_epoch_end(history_row)`` is
+    called after each epoch (after its checkpoint is written)."""
+    start = time.perf_counter()
+    runtime = _start_runtime(config)
+    torch.manual_seed(config.seed)
+    train, benchmarks = load_data(config.data)
+    data_seconds = time.perf_counter() - start
+
+    model = build_model(config, train.num_classes).to(runtime.device)
+    if config.model.atom == "tvconv" and affinity.is_data_driven(config.model.init):
+        order = torch.randperm(len(train), generator=stream(config.seed, "affinity-sample"))
+        sample = torch.stack([train[int(i)][0] for i in order[:256]])
+        affinity.initialise_from_data(model.backbone, to_model_input(sample).to(runtime.device))
+    optimizer = _optimizer(model, config.optim)
+    scaler = torch.amp.GradScaler(enabled=config.amp == "fp16")
+    history: list[dict] = []
+    first_epoch = 0
+    fingerprint = config.fingerprint()
+    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
+    if checkpoint is not None and (state := load_checkpoint(checkpoint, fingerprint)):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, first_epoch = state["history"], state["epoch"]
+    net = (
+        nn.parallel.DistributedDataParallel(model, device_ids=None)
+        if runtime.world_size > 1
+        else model
+    )
+
+    optim = config.optim
+    local_batch = optim.batch_size // runtime.world_size
+    steps_per_epoch = len(train) // optim.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"optim.batch_size={optim.batch_size} exceeds the {len(train)} training images"
+        )
+    augment = Augmentation(config.data.augment)
+    status, reason = "complete", None
+    progress = _progress(
+        config, runtime, optim.epochs * steps_per_epoch, first_epoch * steps_per_epoch
+    )
+    train_start = time.perf_counter()
+    for epoch in range(first_epoch, optim.epochs):
+        epoch_start = time.perf_counter()
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: same stream when resumed
+        order = torch.randperm(len(train), generator=stream(config.seed, f"order-{epoch}"))
+        augment_rng = stream(config.seed, f"augment-{epoch}-rank{runtime.rank}")
+        global_batches = order[: steps_per_epoch * optim.batch_size].view(steps_per_epoch, -1)
+        local = global_batches[:, runtime.rank * local_batch : (runtime.rank + 1) * local_batch]
+        net.train()
+        loss_sum = correct = seen = 0.0
+        for step, (images, labels) in enumerate(_batch_images(train, local, config.data.workers)):
+            global_step = epoch * steps_per_epoch + step
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(optim, global_step, steps_per_epoch)
+            x = augment(to_model_input(images), augment_rng).to(runtime.device)
+            labels = labels.to(runtime.device)
+            with _autocast(config, runtime.device):
+                logits = net(x, labels)
+                loss = F.cross_entropy(
+                    logits.float(), labels, label_smoothing=optim.label_smoothing
+                )
+            if not _finite_everywhere(loss, runtime):
+                status = "failed"
+                reason = f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.item() * labels.shape[0]
+            cosine_logits = logits.detach().float()  # margin removed: argmax of cos(theta)
+            cosine_logits[torch.arange(labels.shape[0]), labels] += (
+                model.head.scale * model.head.margin
+            )
+            correct += (cosine_logits.argmax(dim=1) == labels).sum().item()
+            seen += labels.shape[0]
+            progress.update()
+            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+        if status == "failed":
+            break
+        seconds = time.perf_counter() - epoch_start
+        row = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / seen,
+            "train_acc_pct": 100.0 * correct / seen,
+            "lr": lr_at(optim, (epoch + 1) * steps_per_epoch - 1, steps_per_epoch),
+            "seconds": seconds,
+            "images_per_s": seen * runtime.world_size / seconds,
+        }
+        if config.eval.every_epoch and runtime.is_main:
+            row.update(evaluate(model.backbone, benchmarks, config.eval, runtime.device))
+        history.append(row)
+        if checkpoint is not None and runtime.is_main:
+            save_checkpoint(
+                checkpoint,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                },
+            )
+        if on_epoch_end is not None and runtime.is_main:
+            on_epoch_end(row)
+    progress.close()
+    train_seconds = time.perf_counter() - train_start
+
+    eval_start = time.perf_counter()
+    metrics: dict = {}
+    if status == "complete" and runtime.is_main:
+        deployed = deploy(copy.deepcopy(model.backbone))
+        metrics = evaluate(deployed, benchmarks, config.eval, runtime.device)
+        metrics["train_loss"] = history[-1]["loss"]
+        metrics["train_acc_pct"] = history[-1]["train_acc_pct"]
+    if runtime.world_size > 1:
+        dist.barrier()
+    return FitResult(
+        status=status,
+        reason=reason,
+        metrics=metrics,
+        history=history,
+        timings={
+            "data_seconds": data_seconds,
+            "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - eval_start,
+            "total_seconds": time.perf_counter() - start,
+        },
+        environment=environment(runtime),
+        config=to_dict(config),
+        model=model,
+    )
+
+
+# ------------------------------------------------------------------------------------ cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tvconv.train",
+        description="Train and evaluate one face-task run (torchrun-compatible).",
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-quick")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="e.g. model.atom=dw optim.epochs=2 data.synthetic.nuisance=0.5",
+    )
+    parser.add_argument("--out", type=Path, help="write the run record (JSON) here")
+    args = parser.parse_args(argv)
+    try:
+        config = PRESETS[args.preset]()
+        for assignment in args.overrides:
+            config = override(config, assignment)
+        check_data_paths(config.data)
+    except ValueError as error:
+        parser.error(str(error))
+    result = fit(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        record = result.to_record()
+        if args.out is not None:
+            args.out.write_text(json.dumps(record, indent=2))
+        summary = {k: round(v, 2) for k, v in result.metrics.items() if k.startswith("mean_")}
+        print(
+            json.dumps(
+                {
+                    "status": result.status,
+                    "reason": result.reason,
+                    **summary,
+                    "train_seconds": round(result.timings["train_seconds"], 1),
+                }
+            )
+        )
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0 if result.status == "complete" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
