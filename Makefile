@@ -5,9 +5,17 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 PYTEST_ARGS ?=
+PRESET ?= quick
+JOBS ?= 2
+RESULTS ?= results
+OVERRIDES ?=
+DATA_ROOT ?=
+STUDY = DATA_ROOT=$(DATA_ROOT) $(PY) -m studies run --preset $(PRESET) --jobs $(JOBS) \
+	--results $(RESULTS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint format clean ablation-init data-preview
+.PHONY: help setup test lint format clean data-preview studies ablation-aug ablation-init \
+	ablation-weightgen ablation-depth ablations tradeoff profile wandb-sync
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,9 +45,31 @@ format: setup  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-ablation-init: setup  ## affinity-map initialisation study (question 2)
-	@echo "ablation-init: the study runner (studies/) is not built yet; see the open issues." >&2
-	@exit 2
+studies: setup  ## list the studies, presets and run counts
+	$(PY) -m studies list --results $(RESULTS)
+
+ablation-aug: setup  ## question 1: robustness to augmentation (PRESET, JOBS, DATA_ROOT, OVERRIDES)
+	$(STUDY) aug $(OVERRIDES)
+
+ablation-init: setup  ## question 2: affinity-map initialisation
+	$(STUDY) init $(OVERRIDES)
+
+ablation-weightgen: setup  ## question 3: weight-generator width x depth
+	$(STUDY) weightgen $(OVERRIDES)
+
+ablation-depth: setup  ## question 4: where to insert TVConv
+	$(STUDY) depth $(OVERRIDES)
+
+ablations: ablation-aug ablation-init ablation-weightgen ablation-depth  ## all four questions
+
+tradeoff: setup  ## accuracy vs MACs / params / latency across widths
+	$(STUDY) tradeoff $(OVERRIDES)
+
+profile: setup  ## MACs, params, latency and memory of every model (and the layer grid)
+	$(STUDY) profile $(OVERRIDES)
+
+wandb-sync: setup  ## upload the offline W&B runs (results/wandb)
+	$(VENV)/bin/wandb sync --sync-all $(RESULTS)/wandb/wandb
 
 data-preview: setup  ## write docs/data_samples.png and print the layout diagnostic
 	$(PY) -m tvconv.data --out docs/data_samples.png

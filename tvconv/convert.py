@@ -123,8 +123,11 @@ def find_depthwise_sites(
 def select_sites(
     sites: list[DepthwiseSite], select: str | int | Iterable[int]
 ) -> list[DepthwiseSite]:
-    """Sites chosen by "all", "none", "first:K", "last:K", an index or a list of indices."""
+    """Sites chosen by "all", "none", "first:K", "last:K", an index, a list of indices, or a
+    string of indices and ranges such as "0,3-5"."""
     count = len(sites)
+    if isinstance(select, str) and select and set(select) <= set("0123456789,-"):
+        select = _parse_indices(select)
     if isinstance(select, str):
         if select == "all":
             return list(sites)
@@ -146,6 +149,16 @@ def select_sites(
             + (f"; invalid: {bad}" if bad else "; duplicates given")
         )
     return [sites[i] for i in sorted(indices)]
+
+
+def _parse_indices(text: str) -> list[int]:
+    indices = []
+    for part in text.split(","):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"select={text!r}: expected indices and ranges such as '0,3-5'")
+        indices += list(range(int(low), int(high) + 1)) if dash else [int(low)]
+    return indices
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -50,6 +50,8 @@ def test_sites_are_found_in_execution_order_with_their_output_sizes():
         ("last:0", []),
         ([2, 0], ["early_dw", "late_dw"]),
         (1, ["mid_dw"]),
+        ("1-2", ["mid_dw", "late_dw"]),
+        ("0,2", ["early_dw", "late_dw"]),
     ],
 )
 def test_replace_depthwise_selection(select, expected):
@@ -98,6 +100,8 @@ def test_replaced_foreign_model_trains_and_deploys_equal():
         ("middle", r"select='middle' is not valid for a model with 3 depthwise sites"),
         ([0, 3], r"site indices must be distinct ints in \[0, 2\]; invalid: \[3\]"),
         ([1, 1], r"duplicates given"),
+        ("1-", r"expected indices and ranges such as '0,3-5'"),
+        ("0-5", r"invalid: \[3, 4, 5\]"),
     ],
 )
 def test_bad_selection_is_refused(select, message):

@@ -1,0 +1,117 @@
+"""Command line: ``python -m studies run STUDY [...]``, ``python -m studies list``.
+
+Exit codes (DESIGN.md): 0 done, 1 some runs failed (the others finished), 2 bad
+spec/config/arguments (reported before any run starts, nothing written to the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from studies.runner import run_study
+from studies.spec import PRESETS, SpecError, list_studies, load_spec
+from studies.store import DEFAULT_ROOT, Store
+
+
+def _overrides(assignments: list[str]) -> dict:
+    parsed = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise SpecError(f"override {assignment!r} is not of the form key=value")
+        parsed[key] = value
+    return parsed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m studies", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run (or --dry-run) one study's preset")
+    run.add_argument("study", help=f"one of: {', '.join(list_studies())}")
+    run.add_argument("--preset", default="quick", choices=PRESETS)
+    run.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    run.add_argument("--launcher", default="local", choices=("local", "slurm"))
+    run.add_argument("--dry-run", action="store_true", help="list the runs and their status")
+    run.add_argument("--force", action="store_true", help="re-run completed runs too")
+    run.add_argument("--retry-failed", action="store_true", help="re-run failed runs")
+    run.add_argument("--results", type=Path, default=DEFAULT_ROOT, help="results root")
+    slurm = run.add_argument_group("slurm (with --launcher slurm)")
+    slurm.add_argument("--slurm-cluster", default=None, help="submitit cluster (default auto)")
+    slurm.add_argument("--slurm-partition")
+    slurm.add_argument("--slurm-time-min", type=int, default=60)
+    slurm.add_argument("--slurm-gpus", type=int, default=0)
+    slurm.add_argument("--slurm-cpus", type=int, default=2)
+    slurm.add_argument("--slurm-mem-gb", type=int)
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides for every run, e.g. optim.epochs=3",
+    )
+    listing = commands.add_parser("list", help="studies, presets and run counts")
+    listing.add_argument("--results", type=Path, default=DEFAULT_ROOT)
+    return parser
+
+
+def _list(results: Path) -> int:
+    print(f"{'study':10s} {'preset':7s} {'runs':>5s} {'done':>5s} {'failed':>6s}  description")
+    for name in list_studies():
+        spec = load_spec(name)
+        summary = spec.description.split(":")[0].replace("\n", " ")
+        for preset in spec.presets:
+            try:
+                runs = spec.runs(preset)
+            except SpecError as error:
+                reason = "needs DATA_ROOT" if "DATA_ROOT" in str(error) else str(error)
+                print(f"{name:10s} {preset:7s} {'-':>5s} {'-':>5s} {'-':>6s}  ({reason})")
+                continue
+            store = Store(results, name, preset)
+            statuses = [store.status(run.run_id) for run in runs]
+            print(
+                f"{name:10s} {preset:7s} {len(runs):5d} {statuses.count('done'):5d} "
+                f"{statuses.count('failed'):6d}  {summary}"
+            )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    # key=value overrides may come before or after options: argparse alone only takes them
+    # before, so the others come back as extras.
+    args, extras = parser.parse_known_args(argv)
+    unknown = [e for e in extras if e.startswith("-")]
+    if unknown or (extras and args.command != "run"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extras)}")
+    if extras:
+        args.overrides = [*args.overrides, *extras]
+    try:
+        if args.command == "list":
+            return _list(args.results)
+        if args.jobs < 1:
+            raise SpecError(f"--jobs={args.jobs} is invalid: expected a positive int")
+        spec = load_spec(args.study)
+        slurm = {
+            "cluster": args.slurm_cluster,
+            "partition": args.slurm_partition,
+            "time_min": args.slurm_time_min,
+            "gpus": args.slurm_gpus,
+            "cpus": args.slurm_cpus,
+            "mem_gb": args.slurm_mem_gb,
+        }
+        return run_study(
+            spec,
+            args.preset,
+            args.results,
+            jobs=args.jobs,
+            launcher=args.launcher,
+            dry_run=args.dry_run,
+            force=args.force,
+            retry_failed=args.retry_failed,
+            overrides=_overrides(args.overrides),
+            slurm=slurm,
+        )
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,335 @@
+"""Execute runs into the store: one run (``execute_run``), and a whole sweep (``run_study``).
+
+``execute_run`` is what a worker (local process, SLURM job) does for one run: take the run's lock,
+re-check the store (another runner may have finished it meanwhile), log a start event, train or
+profile, write the record atomically, release the lock. An exception becomes a ``failed`` record
+with its traceback; KeyboardInterrupt propagates (the lock is released, no record is written).
+
+``run_study`` plans the sweep (skip completed runs; ``retry_failed`` and ``force`` as named),
+launches the missing runs, shows sweep progress and prints a summary table (mean +/- std over
+seeds per cell). Exit codes: 0 all runs complete, 1 some failed (the others finished).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import tvconv
+from studies.config import RunConfig, with_threads
+from studies.spec import Run, Spec, SpecError
+from studies.store import SCHEMA_VERSION, Store
+from studies.tracking import Tracker
+from tvconv import models, profile
+from tvconv.train import check_data_paths, fit
+
+SUMMARY_METRICS = {
+    "face": ("mean_acc_pct", "mean_auc_pct"),
+    "profile": ("macs", "deployed_params", "latency_ms_b1_t1", "ratio_b1_t1"),
+}
+
+
+def git_sha() -> str | None:
+    """The repository's commit (with ``+dirty`` for uncommitted changes), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty.strip() else "")
+
+
+# ------------------------------------------------------------------------------------ one run
+
+
+def _profile_run(config: RunConfig) -> dict:
+    """Counts and latency of one model (or one layer) configuration."""
+    settings = config.profile
+    if settings.layer_channels:
+        rows = [
+            row
+            for threads in settings.threads
+            for row in profile.benchmark_layer_grid(
+                channels=(settings.layer_channels,),
+                resolutions=(settings.input_size,),
+                batch_sizes=settings.batch_sizes,
+                strides=(settings.layer_stride,),
+                threads=threads,
+                min_run_time=settings.min_run_time,
+            )
+        ]
+        metrics = {f"ratio_b{r['batch_size']}_t{r['threads']}": r["ratio"] for r in rows}
+        return {"metrics": metrics, "latency": rows}
+    options = {}
+    if settings.atom == "tvconv":
+        options = {"inter_channels": settings.inter_channels, "inter_layers": settings.inter_layers}
+    model = models.create(
+        settings.model, atom=settings.atom, input_size=settings.input_size, **options
+    )
+    counted = tvconv.deploy(model) if settings.form == "deploy" else model
+    macs = profile.count_macs(counted)
+    params = profile.count_params(model)
+    rows = profile.measure_latency(
+        model,
+        batch_sizes=settings.batch_sizes,
+        threads=settings.threads,
+        form=settings.form,
+        min_run_time=settings.min_run_time,
+    )
+    metrics = {
+        "macs": macs["macs"],
+        "flops": macs["flops"],
+        "generator_macs": macs["generator_macs"],
+        "trainable_params": params["trainable_params"],
+        "deployed_params": params["deployed_params"],
+        "deployed_bytes": params["deployed_bytes"],
+    }
+    for row in rows:
+        suffix = f"b{row['batch_size']}_t{row['threads']}"
+        metrics[f"latency_ms_{suffix}"] = row["latency_ms"]
+        metrics[f"images_per_s_{suffix}"] = row["images_per_s"]
+    return {"metrics": metrics, "latency": rows}
+
+
+def record_base(run: Run, environment: dict) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "results_version": tvconv.RESULTS_VERSION,
+        "run_id": run.run_id,
+        "study": run.study,
+        "preset": run.preset,
+        "cell": run.cell,
+        "seed": run.seed,
+        "task": run.config.task,
+        "config": run.config.to_dict(),
+        "environment": environment,
+        "started": time.time(),
+    }
+
+
+def execute_run(
+    run: Run, root: str | Path, threads: int, force: bool = False, sha: str | None = None
+) -> str:
+    """Execute one run into the store; returns complete | failed | skipped."""
+    store = Store(Path(root), run.study, run.preset)
+    if not store.try_lock(run.run_id):
+        return "skipped"
+    try:
+        if store.status(run.run_id) == "done" and not force:
+            return "skipped"
+        store.log_event(
+            {
+                "event": "start",
+                "run_id": run.run_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+        )
+        torch.set_num_threads(threads)
+        environment = {"git_sha": sha, "host": socket.gethostname(), "threads": threads}
+        record = record_base(run, environment)
+        tracker = Tracker(
+            Path(root),
+            group=run.study,
+            job_type="train" if run.config.task == "face" else "profile",
+            name=f"{run.cell} seed={run.seed}",
+            config={**record["config"], "run_id": run.run_id, "preset": run.preset},
+        )
+        try:
+            record.update(_execute(run, store, threads, tracker))
+        except Exception:
+            record.update(status="failed", error=traceback.format_exc(), metrics={})
+        record["finished"] = time.time()
+        store.write(record)
+        tracker.finish(record.get("metrics", {}), failed=record["status"] == "failed")
+        return record["status"]
+    finally:
+        store.unlock(run.run_id)
+
+
+def _execute(run: Run, store: Store, threads: int, tracker: Tracker) -> dict:
+    config = run.config
+    if config.task == "profile":
+        measured = _profile_run(config)
+        tracker.log(measured["metrics"])
+        return {"status": "complete", **measured, "error": None}
+    checkpoints = store.folder / "checkpoints" / run.run_id
+    face = replace(
+        with_threads(config, threads).face, progress=False, checkpoint_dir=str(checkpoints)
+    )
+    result = fit(face, on_epoch_end=tracker.log)
+    if result.status == "complete":
+        backbone = result.model.backbone
+        models_dir = store.folder / "models"
+        models_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(backbone.state_dict(), models_dir / f"{run.run_id}.pt")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        params = profile.count_params(backbone)
+        result.metrics.update(
+            macs=profile.count_macs(tvconv.deploy(copy.deepcopy(backbone)))["macs"],
+            generator_macs=profile.count_macs(backbone)["generator_macs"],
+            trainable_params=params["trainable_params"],
+            deployed_params=params["deployed_params"],
+        )
+    return {
+        "status": result.status,
+        "error": result.reason,
+        "metrics": result.metrics,
+        "history": result.history,
+        "timings": result.timings,
+        "environment_run": result.environment,
+    }
+
+
+# ------------------------------------------------------------------------------------ a sweep
+
+
+def plan(runs: list[Run], store: Store, force: bool, retry_failed: bool) -> list[Run]:
+    """The runs to execute: missing ones, failed ones with ``retry_failed``, all with ``force``."""
+    todo = []
+    for run in runs:
+        status = store.status(run.run_id)
+        if force or status == "missing" or (status == "failed" and retry_failed):
+            todo.append(run)
+    return todo
+
+
+def check_runs(runs: list[Run]) -> None:
+    """Checks that need the file system (real-data paths), before any run starts."""
+    for run in runs:
+        if run.config.task == "face":
+            try:
+                check_data_paths(run.config.face.data)
+            except ValueError as error:
+                raise SpecError(f"run {run.cell} seed={run.seed}: {error}") from None
+
+
+def _mean_std(values: list[float]) -> str:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return "-"
+    mean = statistics.fmean(finite)
+    if abs(mean) >= 1e5:
+        return f"{mean:,.0f}"
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return f"{mean:.2f} ± {std:.2f}" if len(finite) > 1 else f"{mean:.2f}"
+
+
+def summary_table(spec: Spec, runs: list[Run], store: Store) -> str:
+    """Markdown-like table: per cell, n complete / failed and mean +/- std over seeds."""
+    metrics = SUMMARY_METRICS[spec.task]
+    cells: dict[str, list[dict]] = {}
+    for run in runs:
+        cells.setdefault(run.cell, []).append(store.read(run.run_id) or {})
+    header = ["cell", "n", "failed", *metrics]
+    lines = [header]
+    for cell, records in cells.items():
+        complete = [r for r in records if r.get("status") == "complete"]
+        failed = sum(r.get("status") == "failed" for r in records)
+        values = [_mean_std([r["metrics"].get(m, math.nan) for r in complete]) for m in metrics]
+        lines.append([cell, str(len(complete)), str(failed), *values])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def status_lines(runs: list[Run], store: Store) -> str:
+    lines = [f"{'run_id':16s}  {'status':7s}  seed  cell"]
+    for run in runs:
+        lines.append(f"{run.run_id}  {store.status(run.run_id):7s}  {run.seed:4d}  {run.cell}")
+    return "\n".join(lines)
+
+
+def wait_for_other_runners(runs: list[Run], store: Store, out, poll_s: float = 2.0) -> None:
+    """Wait while runs this runner skipped are still executed (locked) by another runner."""
+    announced = False
+    while True:
+        busy = [
+            run
+            for run in runs
+            if store.status(run.run_id) == "missing" and not store.is_unlocked(run.run_id)
+        ]
+        if not busy:
+            return
+        if not announced:
+            print(f"waiting for {len(busy)} run(s) executed by another runner", file=out)
+            announced = True
+        time.sleep(poll_s)
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_study(
+    spec: Spec,
+    preset: str,
+    root: Path,
+    jobs: int = 1,
+    launcher: str = "local",
+    dry_run: bool = False,
+    force: bool = False,
+    retry_failed: bool = False,
+    overrides: dict | None = None,
+    slurm: dict | None = None,
+    out=sys.stdout,
+) -> int:
+    """Run (or show, with ``dry_run``) a study's preset; returns the exit code (0 or 1)."""
+    from studies.launch import launch_local, launch_slurm
+
+    runs = spec.runs(preset, overrides)
+    check_runs(runs)
+    store = Store(root, spec.name, preset)
+    todo = plan(runs, store, force, retry_failed)
+    title = spec.description.split(":")[0].replace("\n", " ")
+    print(
+        f"{spec.name} / {preset} ({title}): {len(runs)} runs, {len(todo)} to run, "
+        f"{len(runs) - len(todo)} done or skipped",
+        file=out,
+    )
+    if dry_run:
+        print(status_lines(runs, store), file=out)
+        return 0
+    sha = git_sha()
+    if launcher == "slurm":
+        launch_slurm(todo, root, force, sha, slurm or {}, out)
+    else:
+        launch_local(todo, root, jobs, force, sha, out)
+    wait_for_other_runners(todo, store, out)
+    print(summary_table(spec, runs, store), file=out)
+    failed = [run for run in runs if store.status(run.run_id) != "done"]
+    if failed:
+        print(f"{len(failed)} run(s) did not complete:", file=out)
+        for run in failed:
+            record = store.read(run.run_id) or {}
+            reason = (record.get("error") or "missing").strip().splitlines()[-1]
+            print(f"  {run.run_id}  {run.cell} seed={run.seed}: {reason}", file=out)
+        return 1
+    return 0

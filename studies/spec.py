@@ -1,0 +1,228 @@
+"""Study specs: ``studies/<study>.yaml`` -> the list of runs of a preset.
+
+A spec holds a description, the task, a ``base`` (overrides applied to every run), a ``grid``
+and ``presets``::
+
+    description: Question 2, affinity-map initialisation
+    task: face
+    base: {model.name: mobilenet_v2_x0_1}
+    grid:                                   # blocks; the cells are their union
+      - {model.atom: dw}
+      - {model.atom: tvconv, model.init: [ones, zeros, normal]}     # lists are crossed
+      - zip: {model.inter_channels: [8, 64], model.inter_layers: [0, 3]}  # zipped
+    presets:
+      smoke: {base: smoke, seeds: [0], overrides: {optim.epochs: 1}}
+      quick: {base: cpu-quick, seeds: [0, 1, 2]}
+      paper: {base: paper, seeds: [0, 1, 2], grid: [...]}   # a preset may replace the grid
+
+A cell is one point of the grid (label: its grid values, e.g. ``atom=tvconv init=zeros``); a run is
+a cell x seed. Runs with the same ``run_id`` (e.g. one dw baseline reached from several cells) are
+run once. Every error names the spec file, the key and the value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from studies.config import TASKS, RunConfig, assign, base_config
+
+SPEC_DIR = Path(__file__).parent
+PRESETS = ("smoke", "quick", "paper")
+
+
+class SpecError(ValueError):
+    """A bad spec, config or argument: reported before any run starts (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    study: str
+    preset: str
+    cell: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    path: Path
+    description: str
+    task: str
+    base: dict
+    grid: list
+    presets: dict
+
+    def seeds(self, preset: str) -> list[int]:
+        return list(self._preset(preset).get("seeds", [0]))
+
+    def _preset(self, preset: str) -> dict:
+        if preset not in self.presets:
+            raise SpecError(
+                f"{self.path}: study {self.name!r} has no preset {preset!r}; "
+                f"available: {', '.join(self.presets)}"
+            )
+        return self.presets[preset]
+
+    def cells(self, preset: str) -> list[dict]:
+        """Each cell as {key: value}, in grid order."""
+        grid = self._preset(preset).get("grid", self.grid)
+        cells: list[dict] = []
+        for number, block in enumerate(grid, start=1):
+            for cell in _expand_block(block, f"{self.path}: grid block {number}"):
+                if cell not in cells:
+                    cells.append(cell)
+        return cells or [{}]
+
+    def runs(self, preset: str, overrides: dict | None = None) -> list[Run]:
+        """Every run of ``preset`` (cells x seeds), deduplicated by run_id, validated."""
+        settings = self._preset(preset)
+        try:
+            base = base_config(self.task, settings.get("base", "paper"))
+        except ValueError as error:
+            raise SpecError(f"{self.path}: presets.{preset}.base: {error}") from None
+        for where, mapping in (
+            ("base", self.base),
+            (f"presets.{preset}.overrides", settings.get("overrides", {})),
+        ):
+            base = _apply(base, mapping, f"{self.path}: {where}")
+        base = _apply(base, overrides or {}, "command line")
+        runs, seen = [], set()
+        for cell in self.cells(preset):
+            config = _apply(base, cell, f"{self.path}: grid cell {_label(cell)}")
+            for seed in self.seeds(preset):
+                seeded = _apply(config, {"seed": seed} if self.task == "face" else {}, "seeds")
+                run = Run(self.name, preset, _label(cell), seed, seeded)
+                if run.run_id not in seen:
+                    seen.add(run.run_id)
+                    runs.append(run)
+        return runs
+
+
+def _expand(value: object, where: str, key: str) -> object:
+    """Environment variables in string values (``$DATA_ROOT/casia``); unset ones are an error."""
+    if isinstance(value, list):
+        return [_expand(v, where, key) for v in value]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+    expanded = os.path.expandvars(value)
+    if "$" in expanded:
+        raise SpecError(
+            f"{where}: {key}={value!r} needs an environment variable that is not set "
+            "(e.g. DATA_ROOT=/path/to/data for the paper preset)"
+        )
+    return expanded
+
+
+def _apply(config: RunConfig, mapping: dict, where: str) -> RunConfig:
+    if not isinstance(mapping, dict):
+        raise SpecError(f"{where}: expected a mapping of key: value, got {mapping!r}")
+    for key, value in mapping.items():
+        value = _expand(value, where, key)
+        try:
+            config = assign(config, str(key), value)
+        except ValueError as error:
+            raise SpecError(f"{where}: {error}") from None
+    return config
+
+
+def _label(cell: dict) -> str:
+    if not cell:
+        return "base"
+    return " ".join(f"{key.split('.')[-1]}={_short(value)}" for key, value in cell.items())
+
+
+def _short(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _expand_block(block: object, where: str) -> list[dict]:
+    """A grid block -> its cells: plain keys are crossed; ``zip:`` keys vary together."""
+    if not isinstance(block, dict):
+        raise SpecError(f"{where}: expected a mapping of key: value or list, got {block!r}")
+    crossed = {k: v for k, v in block.items() if k != "zip"}
+    zipped = block.get("zip", {})
+    if not isinstance(zipped, dict):
+        raise SpecError(f"{where}: zip must map keys to equal-length lists, got {zipped!r}")
+    lengths = {len(v) if isinstance(v, list) else -1 for v in zipped.values()}
+    if zipped and (len(lengths) != 1 or -1 in lengths):
+        raise SpecError(f"{where}: zip lists must be lists of one length, got {zipped!r}")
+    zip_rows = [dict(zip(zipped, row, strict=True)) for row in zip(*zipped.values(), strict=True)]
+    axes = [
+        [(k, v) for v in (vals if isinstance(vals, list) else [vals])]
+        for k, vals in crossed.items()
+    ]
+    cells = []
+    for combo in itertools.product(*axes):
+        for row in zip_rows or [{}]:
+            cells.append({**dict(combo), **row})
+    return cells
+
+
+def spec_path(name: str) -> Path:
+    return SPEC_DIR / f"{name}.yaml"
+
+
+def list_studies() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+def load_spec(name_or_path: str | Path) -> Spec:
+    """Parse and check a spec (by study name or path)."""
+    path = Path(name_or_path)
+    if path.suffix != ".yaml":
+        path = spec_path(str(name_or_path))
+    if not path.is_file():
+        raise SpecError(
+            f"no study {str(name_or_path)!r} ({path} does not exist); available: "
+            f"{', '.join(list_studies())}"
+        )
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: YAML syntax error: {error}") from None
+    if not isinstance(content, dict):
+        raise SpecError(f"{path}: expected a mapping with description, task, grid, presets")
+    allowed = {"description", "task", "base", "grid", "presets"}
+    unknown = sorted(set(content) - allowed)
+    if unknown:
+        raise SpecError(f"{path}: unknown top-level key(s) {unknown}; expected {sorted(allowed)}")
+    task = content.get("task", "face")
+    if task not in TASKS:
+        raise SpecError(f"{path}: task={task!r} is invalid: expected one of {', '.join(TASKS)}")
+    presets = content.get("presets") or {}
+    for preset, settings in presets.items():
+        if preset not in PRESETS or not isinstance(settings, dict):
+            raise SpecError(
+                f"{path}: presets.{preset}: expected one of {', '.join(PRESETS)} mapping to "
+                "{base, seeds, overrides, grid}"
+            )
+        extra = sorted(set(settings) - {"base", "seeds", "overrides", "grid"})
+        if extra:
+            raise SpecError(f"{path}: presets.{preset}: unknown key(s) {extra}")
+        seeds = settings.get("seeds", [0])
+        if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+            raise SpecError(f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints")
+    grid = content.get("grid") or []
+    if not isinstance(grid, list):
+        raise SpecError(f"{path}: grid must be a list of blocks, got {grid!r}")
+    return Spec(
+        name=path.stem,
+        path=path,
+        description=str(content.get("description", "")).strip(),
+        task=task,
+        base=content.get("base") or {},
+        grid=grid,
+        presets=presets,
+    )

@@ -1,0 +1,291 @@
+"""The runner end to end on tiny specs: store, resume, failures, locks, pools, SLURM, CLI, W&B."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from studies import tracking
+from studies.cli import main
+from studies.runner import run_study
+from studies.spec import load_spec
+from studies.store import Store
+
+FAILING = """
+    description: "Failing: one cell diverges"
+    task: face
+    base:
+      data.synthetic.train_identities: 8
+      data.synthetic.images_per_identity: 4
+      optim.batch_size: 16
+    grid:
+      - optim.lr: [0.1, 1.0e30]
+    presets:
+      smoke: {base: smoke, seeds: [0]}
+"""
+
+
+def run(spec_path, results, **kwargs):
+    out = io.StringIO()
+    code = run_study(load_spec(spec_path), "smoke", results, out=out, **kwargs)
+    return code, out.getvalue()
+
+
+def test_sweep_writes_records_skips_done_and_forces(write_spec, tmp_path):
+    spec, results = write_spec(), tmp_path / "results"
+    code, out = run(spec, results)
+    assert code == 0
+    store = Store(results, "tiny", "smoke")
+    records, bad = store.records()
+    assert len(records) == 6 and not bad
+    first = records[0]
+    assert first["schema_version"] == 1 and first["status"] == "complete"
+    assert first["study"] == "tiny" and first["preset"] == "smoke" and first["task"] == "face"
+    assert first["environment"]["threads"] >= 1 and "git_sha" in first["environment"]
+    assert first["metrics"]["macs"] > 0 and first["metrics"]["deployed_params"] > 0
+    assert 0 < first["metrics"]["mean_acc_pct"] < 100 and len(first["history"]) == 1
+    assert "atom=dw" in out and "atom=tvconv" in out and "mean_acc_pct" in out
+    assert "3  0" in out  # n complete, n failed per cell
+    code, out = run(spec, results)
+    assert code == 0 and "6 runs, 0 to run" in out
+    assert len(store.events()) == 6
+    code, out = run(spec, results, force=True)
+    assert code == 0 and "6 runs, 6 to run" in out and len(store.events()) == 12
+
+
+def test_failed_run_is_recorded_and_retried(write_spec, tmp_path):
+    spec, results = write_spec(FAILING, "failing"), tmp_path / "results"
+    code, out = run(spec, results)
+    assert code == 1
+    assert "1 run(s) did not complete" in out and "non-finite loss" in out
+    store = Store(results, "failing", "smoke")
+    statuses = Counter(r["status"] for r in store.records()[0])
+    assert statuses == {"complete": 1, "failed": 1}
+    code, out = run(spec, results)
+    assert code == 1 and "0 to run" in out
+    code, out = run(spec, results, retry_failed=True)
+    assert code == 1 and "1 to run" in out
+
+
+def test_exception_in_a_run_is_recorded_with_its_traceback(write_spec, tmp_path, monkeypatch):
+    import studies.runner
+
+    def explode(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(studies.runner, "fit", explode)
+    code, _ = run(write_spec(), tmp_path / "results")
+    assert code == 1
+    record = Store(tmp_path / "results", "tiny", "smoke").records()[0][0]
+    assert record["status"] == "failed" and "RuntimeError: boom" in record["error"]
+    assert "Traceback" in record["error"]
+
+
+def test_dry_run_lists_status_and_writes_nothing(write_spec, tmp_path):
+    code, out = run(write_spec(), tmp_path / "results", dry_run=True)
+    assert code == 0 and out.count("missing") == 6
+    assert not (tmp_path / "results").exists()
+
+
+def cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "studies", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "ablate"], "no study 'ablate'"),
+        (["run", "init", "--preset", "smoke", "model.widht=2"], "unknown key 'widht'"),
+        (["run", "init", "--preset", "smoke", "optim.epochs=two"], "expected a value of type int"),
+        (["run", "init", "--preset", "smoke", "model.init=random"], "model.init='random'"),
+        (["run", "init", "--preset", "smoke", "epochs"], "not of the form key=value"),
+        (["run", "init", "--preset", "smoke", "--jobs", "0"], "--jobs=0 is invalid"),
+        (
+            [
+                "run",
+                "init",
+                "--preset",
+                "smoke",
+                "data.train_root=/no/such/dir",
+                "data.benchmarks=/no/lfw.bin",
+            ],
+            "data.train_root='/no/such/dir' does not exist",
+        ),
+        (["run", "init", "--preset", "paper"], "DATA_ROOT"),
+    ],
+)
+def test_bad_input_exits_2_before_any_run(tmp_path, args, message):
+    env_free = [*args, "--results", str(tmp_path / "results")]
+    completed = subprocess.run(
+        [sys.executable, "-m", "studies", *env_free],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "DATA_ROOT"},
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert message in completed.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_yaml_syntax_error_exits_2(write_spec, tmp_path):
+    path = write_spec("task: face\ngrid: [\n", "broken")
+    assert main(["run", str(path), "--preset", "smoke", "--results", str(tmp_path / "r")]) == 2
+
+
+def test_list_shows_studies_presets_and_counts(tmp_path):
+    completed = cli("list", "--results", str(tmp_path))
+    assert completed.returncode == 0
+    assert "init       quick      14" in completed.stdout
+    assert "needs DATA_ROOT" in completed.stdout
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_rerun_executes_only_the_missing_runs(write_spec, tmp_path):
+    spec, results = write_spec(), tmp_path / "results"
+    store = Store(results, "tiny", "smoke")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "studies",
+            "run",
+            str(spec),
+            "--preset",
+            "smoke",
+            "--results",
+            str(results),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while len(list(store.runs_dir.glob("*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = {p.stem for p in store.runs_dir.glob("*.json")}
+    assert 2 <= len(done_before) < 6
+    completed = cli("run", str(spec), "--preset", "smoke", "--results", str(results))
+    assert completed.returncode == 0, completed.stderr
+    assert f"6 runs, {6 - len(done_before)} to run" in completed.stdout
+    records, bad = store.records()
+    assert not bad and len(records) == 6 and len({r["run_id"] for r in records}) == 6
+    starts = Counter(e["run_id"] for e in store.events())
+    assert all(starts[run_id] == 1 for run_id in done_before)  # finished runs never re-ran
+    for path in store.runs_dir.glob("*.json"):
+        json.loads(path.read_text())  # nothing truncated
+
+
+@pytest.mark.slow
+def test_two_runners_at_once_execute_each_run_exactly_once(write_spec, tmp_path):
+    spec, results = write_spec(), tmp_path / "results"
+    command = [
+        sys.executable,
+        "-m",
+        "studies",
+        "run",
+        str(spec),
+        "--preset",
+        "smoke",
+        "--results",
+        str(results),
+    ]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0
+    store = Store(results, "tiny", "smoke")
+    starts = Counter(e["run_id"] for e in store.events())
+    assert len(starts) == 6 and set(starts.values()) == {1}
+    assert len(store.records()[0]) == 6
+
+
+@pytest.mark.slow
+def test_local_process_pool_with_two_jobs(write_spec, tmp_path):
+    code, _ = run(write_spec(), tmp_path / "results", jobs=2)
+    assert code == 0
+    records = Store(tmp_path / "results", "tiny", "smoke").records()[0]
+    assert len(records) == 6 and {r["environment"]["threads"] for r in records} == {
+        max(1, (os.cpu_count() or 1) // 2)
+    }
+    assert len({r["environment"]["host"] for r in records}) == 1
+
+
+@pytest.mark.slow
+def test_slurm_launcher_through_submitit_local_executor(write_spec, tmp_path):
+    code, out = run(
+        write_spec(),
+        tmp_path / "results",
+        launcher="slurm",
+        slurm={"cluster": "local", "cpus": 1, "time_min": 10},
+    )
+    assert code == 0, out
+    assert "submitted 6 job(s) to local" in out
+    assert len(Store(tmp_path / "results", "tiny", "smoke").records()[0]) == 6
+
+
+def test_wandb_offline_run_writes_its_directory_and_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tracker = tracking.Tracker(
+        tmp_path, group="tiny", job_type="analysis", name="t", config={"a": 1}
+    )
+    assert tracker.run is not None
+    tracker.log({"epoch": 1, "loss": 2.5, "note": "skipped: not a number"})
+    tracker.log_table("summary", ["cell", "acc"], [["dw", 60.0], ["tvconv", 65.0]])
+    tracker.finish({"mean_acc_pct": 65.0})
+    runs = list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("files/media/table/summary_*.table.json"))
+    assert list(runs[0].glob("*.wandb"))
+
+
+def test_wandb_failure_degrades_to_no_tracking(tmp_path, monkeypatch):
+    import wandb
+
+    def broken_init(**_kwargs):
+        raise TimeoutError("no network")
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker = tracking.Tracker(tmp_path, "g", "train", "n", {})
+    assert tracker.run is None
+    assert any("W&B tracking disabled: TimeoutError: no network" in str(w.message) for w in caught)
+    tracker.log({"loss": 1.0})
+    tracker.finish({})
+
+
+def test_cli_runs_a_spec_path(write_spec, tmp_path):
+    spec = write_spec()
+    assert (
+        main(
+            [
+                "run",
+                str(spec),
+                "--preset",
+                "smoke",
+                "--results",
+                str(tmp_path / "r"),
+                "optim.lr=0.05",
+            ]
+        )
+        == 0
+    )
+    records = Store(tmp_path / "r", "tiny", "smoke").records()[0]
+    assert {r["config"]["face"]["optim"]["lr"] for r in records} == {0.05}
+    assert Path(tmp_path / "r" / "tiny" / "smoke" / "models").is_dir()

@@ -1,0 +1,131 @@
+"""Study specs: the shipped ones load and expand; grids; bad input is refused with context."""
+
+import pytest
+
+from studies.spec import SpecError, list_studies, load_spec
+
+SHIPPED = ["aug", "depth", "init", "profile", "tradeoff", "weightgen"]
+
+
+def test_every_shipped_spec_loads_and_expands():
+    assert list_studies() == SHIPPED
+    expected_quick = {
+        "aug": 16,
+        "depth": 12,
+        "init": 14,
+        "profile": 18,
+        "tradeoff": 12,
+        "weightgen": 12,
+    }
+    for name in SHIPPED:
+        spec = load_spec(name)
+        assert spec.description
+        assert len(spec.runs("smoke")) >= 2
+        assert len(spec.runs("quick")) == expected_quick[name]
+        assert set(spec.presets) == {"smoke", "quick", "paper"}
+
+
+def test_init_quick_cells_and_seeds():
+    spec = load_spec("init")
+    runs = spec.runs("quick")
+    cells = list(dict.fromkeys(run.cell for run in runs))
+    assert cells == [
+        "atom=dw",
+        *(f"atom=tvconv init={i}" for i in ("ones", "zeros", "normal", "coords", "stats")),
+        "atom=tvconv affinity_channels=16",
+    ]
+    assert sorted({run.seed for run in runs}) == [0, 1]
+    stats = next(r for r in runs if r.cell == "atom=tvconv init=stats")
+    assert stats.config.face.model.init == "stats"
+    assert stats.config.face.optim.batch_size == 32  # the cpu-quick base
+
+
+def test_paper_preset_needs_data_root(monkeypatch):
+    spec = load_spec("init")
+    monkeypatch.delenv("DATA_ROOT", raising=False)
+    with pytest.raises(SpecError, match="needs an environment variable that is not set"):
+        spec.runs("paper")
+    monkeypatch.setenv("DATA_ROOT", "/data")
+    run = spec.runs("paper")[0]
+    assert run.config.face.data.train_root == "/data/casia_webface_frontal"
+    assert run.config.face.data.benchmarks[0] == "/data/lfw.bin"
+    assert run.config.face.optim.epochs == 38 and run.config.face.data.image_size == 96
+
+
+def test_cross_zip_and_dedup(write_spec):
+    path = write_spec(
+        """
+        task: face
+        grid:
+          - model.atom: dw
+            model.inter_channels: [8, 16]       # dw ignores it: one run
+          - model.atom: tvconv
+            optim.lr: [0.1, 0.05]
+            zip:
+              model.inter_channels: [8, 16]
+              model.inter_layers: [0, 2]
+        presets:
+          smoke: {base: smoke, seeds: [0, 1]}
+        """
+    )
+    runs = load_spec(path).runs("smoke")
+    cells = list(dict.fromkeys(run.cell for run in runs))
+    assert cells == [
+        "atom=dw inter_channels=8",
+        "atom=tvconv lr=0.1 inter_channels=8 inter_layers=0",
+        "atom=tvconv lr=0.1 inter_channels=16 inter_layers=2",
+        "atom=tvconv lr=0.05 inter_channels=8 inter_layers=0",
+        "atom=tvconv lr=0.05 inter_channels=16 inter_layers=2",
+    ]
+    assert len(runs) == 10  # 5 cells x 2 seeds, the second dw cell deduplicated
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("task: face\ngrid: [{model.atom: [dw, }\n", "YAML syntax error"),
+        (
+            "task: face\ngrid:\n  - {model.widht: 2}\npresets: {smoke: {base: smoke}}\n",
+            r"tiny.yaml: grid cell widht=2: model.widht=2: unknown key 'widht'",
+        ),
+        (
+            "task: face\ngrid:\n  - {optim.epochs: two}\npresets: {smoke: {base: smoke}}\n",
+            r"optim.epochs='two'.*expected a value of type int",
+        ),
+        (
+            "task: face\ngrid:\n  - {model.name: resnet}\npresets: {smoke: {base: smoke}}\n",
+            r"model.name='resnet' is invalid: expected one of mobilenet_v2_x0_1",
+        ),
+        (
+            "task: face\ngrid:\n  - {data.augment: jitter}\npresets: {smoke: {base: smoke}}\n",
+            r"unknown augmentation 'jitter'",
+        ),
+        (
+            "task: face\npresets: {smoke: {base: smoke, seeds: [a]}}\n",
+            r"presets.smoke.seeds=\['a'\]: expected a list of ints",
+        ),
+        ("task: face\npresets: {huge: {base: smoke}}\n", r"presets.huge: expected one of smoke"),
+        ("task: face\ngrids: []\n", r"unknown top-level key\(s\) \['grids'\]"),
+        ("task: speech\n", r"task='speech' is invalid"),
+        (
+            "task: face\npresets: {smoke: {base: tiny}}\n",
+            r"presets.smoke.base: base preset 'tiny' is invalid: expected one of",
+        ),
+        (
+            "task: face\ngrid:\n  - {zip: {model.inter_channels: [8, 16], optim.lr: [0.1]}}\n"
+            "presets: {smoke: {base: smoke}}\n",
+            "zip lists must be lists of one length",
+        ),
+    ],
+)
+def test_bad_specs_are_refused_with_file_key_and_value(write_spec, text, message):
+    path = write_spec(text)
+    with pytest.raises(SpecError, match=message):
+        load_spec(path).runs("smoke")
+
+
+def test_unknown_study_and_preset():
+    with pytest.raises(SpecError, match=r"no study 'ablate'.*available: aug, depth, init"):
+        load_spec("ablate")
+    with pytest.raises(SpecError, match="has no preset 'huge'"):
+        load_spec("init").runs("huge")
