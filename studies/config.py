@@ -9,8 +9,9 @@ allowed.
 
 ``run_id`` (DESIGN.md): the first 16 hex digits of the sha256 of the canonical JSON of the
 result-affecting fields of the run's task, its seed and ``tvconv.RESULTS_VERSION``. Device,
-threads, progress, workers and output paths are not part of it, nor are TVConv options of a
-depthwise (``atom=dw``) model, so a dw baseline shared by several cells is one run.
+threads, progress, workers, evaluation batch size and output paths are not part of it, nor are
+TVConv options (and the affinity-map weight decay) of a depthwise (``atom=dw``) model, so a dw
+baseline shared by several cells is one run.
 """
 
 from __future__ import annotations
@@ -86,9 +87,11 @@ class RunConfig:
         for key in RUNTIME_KEYS:
             face.pop(key)
         face["data"].pop("workers")
+        face["eval"].pop("batch_size")
         if self.face.model.atom == "dw":
             for key in TVCONV_KEYS:
                 face["model"].pop(key)
+            face["optim"].pop("affinity_weight_decay")
         return {"task": "face", "face": face}
 
     @property

@@ -2,8 +2,9 @@
 
 Local: ``jobs`` worker processes (spawned, so torch's thread pools start clean), torch threads
 split evenly across them; ``jobs=1`` runs in this process. A worker that dies (e.g. killed by
-the OS) fails only its run; the pool is rebuilt for the rest. Sweep progress shows done / running /
-failed / remaining and an ETA.
+the OS) breaks the pool: the runs in flight are queued again once (a run lost twice is recorded as
+failed) and the pool is rebuilt for the rest. Sweep progress shows done / running / failed /
+remaining and an ETA.
 
 SLURM: one array job over the missing runs (``submitit.AutoExecutor``; ``cluster="local"`` runs
 the same path on this machine, which the tests use). Each array task executes one run into the
@@ -41,9 +42,11 @@ class _Progress:
         self._show()
 
     def finished(self, status: str) -> None:
+        """A run left the running set: complete | failed | skipped, or requeued (not counted)."""
         self.counts["running"] -= 1
-        self.counts["failed" if status == "failed" else "done"] += 1
-        self.bar.update()
+        if status != "requeued":
+            self.counts["failed" if status == "failed" else "done"] += 1
+            self.bar.update()
         self._show()
 
     def _show(self) -> None:
@@ -54,53 +57,73 @@ class _Progress:
         self.bar.close()
 
 
-def _record_worker_death(run: Run, root: Path, error: BaseException) -> None:
+def _record_failure(run: Run, root: Path, error: BaseException) -> None:
+    """A failed record for a run whose worker died or raised outside the run, unless another
+    process holds the run (then it is theirs to finish)."""
     store = Store(root, run.study, run.preset)
-    if store.status(run.run_id) == "missing":
+    if store.status(run.run_id) == "missing" and store.is_unlocked(run.run_id):
         record = record_base(run, {})
-        record.update(status="failed", metrics={}, error=f"worker process died: {error!r}")
+        record.update(status="failed", metrics={}, error=f"worker failed: {error!r}")
         store.write(record)
-        store.unlock(run.run_id)
 
 
-def launch_local(
-    runs: list[Run], root: Path, jobs: int, force: bool, sha: str | None, out=sys.stdout
-) -> None:
+def launch_local(runs: list[Run], root: Path, jobs: int, options: dict, out=sys.stdout) -> None:
+    """Execute ``runs`` with ``jobs`` local workers. ``options``: force, sha, retry_failed.
+
+    When a worker dies the pool breaks for every run in flight: those runs are queued again once
+    (a second loss records them as failed), so an innocent run is not failed for another's crash.
+    """
     threads = threads_per_job(jobs)
     progress = _Progress(len(runs), out)
+
+    def call(run: Run) -> str:
+        return execute_run(run, root, threads, **options)
+
     try:
         if jobs <= 1:
             for run in runs:
                 progress.started()
-                progress.finished(execute_run(run, root, threads, force, sha))
+                progress.finished(call(run))
             return
         pending = list(runs)
+        losses: dict[str, int] = {}
         while pending:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                futures = {}
+                in_flight: dict = {}
                 try:
-                    while pending or futures:
-                        while pending and len(futures) < jobs:
-                            run = pending.pop(0)
-                            futures[pool.submit(execute_run, run, root, threads, force, sha)] = run
+                    while pending or in_flight:
+                        while pending and len(in_flight) < jobs:
+                            run = pending[0]
+                            in_flight[pool.submit(execute_run, run, root, threads, **options)] = run
+                            pending.pop(0)
                             progress.started()
-                        finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                        finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                         for future in finished:
-                            run = futures.pop(future)
-                            progress.finished(future.result())
+                            run = in_flight[future]
+                            try:
+                                status = future.result()
+                            except BrokenProcessPool:
+                                raise
+                            except Exception as error:
+                                _record_failure(run, root, error)
+                                status = "failed"
+                            del in_flight[future]
+                            progress.finished(status)
                 except BrokenProcessPool as error:
-                    for run in futures.values():
-                        _record_worker_death(run, root, error)
-                        progress.finished("failed")
+                    for run in in_flight.values():
+                        progress.finished("requeued")
+                        losses[run.run_id] = losses.get(run.run_id, 0) + 1
+                        if losses[run.run_id] >= 2:
+                            _record_failure(run, root, error)
+                        else:
+                            pending.append(run)
     finally:
         progress.close()
 
 
-def launch_slurm(
-    runs: list[Run], root: Path, force: bool, sha: str | None, options: dict, out=sys.stdout
-) -> None:
-    """Submit one array job over ``runs`` and wait for it. ``options``: cluster (None = auto,
+def launch_slurm(runs: list[Run], root: Path, options: dict, slurm: dict, out=sys.stdout) -> None:
+    """Submit one array job over ``runs`` and wait for it. ``slurm``: cluster (None = auto,
     "local" for this machine), partition, time_min, gpus, cpus, mem_gb, parallelism."""
     import submitit
 
@@ -108,40 +131,41 @@ def launch_slurm(
         return
     study, preset = runs[0].study, runs[0].preset
     folder = Store(root, study, preset).folder / "slurm" / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=options.get("cluster"))
-    cpus = int(options.get("cpus", 2))
+    executor = submitit.AutoExecutor(folder=folder, cluster=slurm.get("cluster"))
+    cpus = int(slurm.get("cpus", 2))
     parameters = {
-        "timeout_min": int(options.get("time_min", 60)),
+        "timeout_min": int(slurm.get("time_min", 60)),
         "cpus_per_task": cpus,
-        "gpus_per_node": int(options.get("gpus", 0)),
+        "gpus_per_node": int(slurm.get("gpus", 0)),
         "name": f"tvconv-{study}-{preset}",
     }
-    if options.get("mem_gb"):
-        parameters["mem_gb"] = int(options["mem_gb"])
+    if slurm.get("mem_gb"):
+        parameters["mem_gb"] = int(slurm["mem_gb"])
     if executor.cluster == "slurm":
-        parameters["slurm_array_parallelism"] = int(options.get("parallelism", 64))
-        if options.get("partition"):
-            parameters["slurm_partition"] = options["partition"]
+        parameters["slurm_array_parallelism"] = int(slurm.get("parallelism", 64))
+        if slurm.get("partition"):
+            parameters["slurm_partition"] = slurm["partition"]
     executor.update_parameters(**parameters)
+    count = len(runs)
     jobs = executor.map_array(
         execute_run,
         runs,
-        [root] * len(runs),
-        [cpus] * len(runs),
-        [force] * len(runs),
-        [sha] * len(runs),
+        [root] * count,
+        [cpus] * count,
+        [options["force"]] * count,
+        [options["sha"]] * count,
+        [options["retry_failed"]] * count,
     )
     print(
-        f"submitted {len(jobs)} job(s) to {executor.cluster}: {jobs[0].job_id.split('_')[0]}",
-        file=out,
+        f"submitted {count} job(s) to {executor.cluster}: {jobs[0].job_id.split('_')[0]}", file=out
     )
-    progress = _Progress(len(jobs), out)
-    progress.started(len(jobs))
-    for job in jobs:
+    progress = _Progress(count, out)
+    progress.started(count)
+    for run, job in zip(runs, jobs, strict=True):
         try:
             status = job.result()
         except Exception as error:
-            _record_worker_death(runs[jobs.index(job)], root, error)
+            _record_failure(run, root, error)
             status = "failed"
         progress.finished(status)
     progress.close()

@@ -134,14 +134,21 @@ def record_base(run: Run, environment: dict) -> dict:
 
 
 def execute_run(
-    run: Run, root: str | Path, threads: int, force: bool = False, sha: str | None = None
+    run: Run,
+    root: str | Path,
+    threads: int,
+    force: bool = False,
+    sha: str | None = None,
+    retry_failed: bool = False,
 ) -> str:
-    """Execute one run into the store; returns complete | failed | skipped."""
+    """Execute one run into the store; returns complete | failed | skipped (locked by another
+    runner, or finished by one since the sweep was planned)."""
     store = Store(Path(root), run.study, run.preset)
     if not store.try_lock(run.run_id):
         return "skipped"
     try:
-        if store.status(run.run_id) == "done" and not force:
+        status = store.status(run.run_id)
+        if not (force or status == "missing" or (status == "failed" and retry_failed)):
             return "skipped"
         store.log_event(
             {
@@ -318,10 +325,11 @@ def run_study(
         print(status_lines(runs, store), file=out)
         return 0
     sha = git_sha()
+    options = {"force": force, "sha": sha, "retry_failed": retry_failed}
     if launcher == "slurm":
-        launch_slurm(todo, root, force, sha, slurm or {}, out)
+        launch_slurm(todo, root, options, slurm or {}, out)
     else:
-        launch_local(todo, root, jobs, force, sha, out)
+        launch_local(todo, root, jobs, options, out)
     wait_for_other_runners(todo, store, out)
     print(summary_table(spec, runs, store), file=out)
     failed = [run for run in runs if store.status(run.run_id) != "done"]

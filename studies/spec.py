@@ -15,9 +15,11 @@ and ``presets``::
       quick: {base: cpu-quick, seeds: [0, 1, 2]}
       paper: {base: paper, seeds: [0, 1, 2], grid: [...]}   # a preset may replace the grid
 
-A cell is one point of the grid (label: its grid values, e.g. ``atom=tvconv init=zeros``); a run is
-a cell x seed. Runs with the same ``run_id`` (e.g. one dw baseline reached from several cells) are
-run once. Every error names the spec file, the key and the value.
+In the grid a list is an axis; a field whose value is itself a list takes a nested list
+(``profile.batch_sizes: [[8, 32]]``). A cell is one point of the grid (label: its grid values,
+e.g. ``atom=tvconv init=zeros``); a run is a cell x seed. Runs with the same ``run_id`` (e.g. one
+dw baseline reached from several cells) are run once. Every error names the spec file, the key
+and the value.
 """
 
 from __future__ import annotations
@@ -95,12 +97,13 @@ class Spec:
             (f"presets.{preset}.overrides", settings.get("overrides", {})),
         ):
             base = _apply(base, mapping, f"{self.path}: {where}")
-        base = _apply(base, overrides or {}, "command line")
         runs, seen = [], set()
         for cell in self.cells(preset):
             config = _apply(base, cell, f"{self.path}: grid cell {_label(cell)}")
             for seed in self.seeds(preset):
                 seeded = _apply(config, {"seed": seed} if self.task == "face" else {}, "seeds")
+                # command-line overrides win over the grid and the seeds: "every run"
+                seeded = _apply(seeded, overrides or {}, "command line")
                 run = Run(self.name, preset, _label(cell), seed, seeded)
                 if run.run_id not in seen:
                     seen.add(run.run_id)

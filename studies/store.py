@@ -7,14 +7,16 @@ Layout under the results root (default ``results/``)::
     <study>/<preset>/events.jsonl          append-only log: one "start" line per execution
 
 A record is written to a temp file in the same folder, fsynced and renamed, so a killed process
-never leaves half a record. A lock file is created exclusively (O_CREAT | O_EXCL) and names its
-holder (host, pid); a lock whose holder process no longer exists on this host is stale and is
-taken over. The reader returns every readable record and reports unreadable files instead of
-failing on them. The record schema is documented in results/README.md (``SCHEMA_VERSION``).
+never leaves half a record. A run's lock is an exclusive ``flock`` on its lock file (which also
+names the holder, host and pid, for people): the kernel releases it when its process dies (on
+NFS, when the lease ends), so a killed runner never leaves a run locked. The reader returns every
+readable record and reports unreadable files instead of failing on them. The record schema is
+documented in results/README.md (``SCHEMA_VERSION``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -28,14 +30,8 @@ DEFAULT_ROOT = Path("results")
 STATUSES = ("complete", "failed")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# Lock files this process holds, by path -> open file descriptor (the flock lives on it).
+_HELD: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -104,43 +100,48 @@ class Store:
         return self.folder / "locks" / f"{run_id}.lock"
 
     def try_lock(self, run_id: str) -> bool:
-        """Take the run's lock; False if a live process holds it. Stale locks are recovered."""
+        """Take the run's lock (an exclusive ``flock`` on its lock file, held until ``unlock``
+        or until this process dies); False if another process holds it."""
         path = self.lock_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if not self._is_stale(path):
-                    return False
-                path.unlink(missing_ok=True)
-                continue
-            holder = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(holder, handle)
-            return True
-        return False
-
-    def _is_stale(self, path: Path) -> bool:
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            holder = json.loads(path.read_text())
-        except (OSError, ValueError):
-            # Being written right now, or truncated by a killed writer: stale once it is old.
-            try:
-                return time.time() - path.stat().st_mtime > 60
-            except OSError:
-                return True
-        if holder.get("host") != socket.gethostname():
-            return False  # another machine's process (e.g. a SLURM job): cannot check
-        return not _pid_alive(int(holder.get("pid", -1)))
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, json.dumps(holder).encode(), 0)  # for people, not for locking
+        _HELD[path] = descriptor
+        return True
 
     def is_unlocked(self, run_id: str) -> bool:
-        """Whether no live process holds the run's lock (a stale lock counts as free)."""
+        """Whether no process holds the run's lock right now."""
         path = self.lock_path(run_id)
-        return not path.exists() or self._is_stale(path)
+        if path in _HELD:
+            return False
+        try:
+            descriptor = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        else:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            return True
+        finally:
+            os.close(descriptor)
 
     def unlock(self, run_id: str) -> None:
-        self.lock_path(run_id).unlink(missing_ok=True)
+        """Release a lock this process holds (lock files stay: removing one could let two
+        processes lock two different files)."""
+        descriptor = _HELD.pop(self.lock_path(run_id), None)
+        if descriptor is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            os.close(descriptor)
 
     def log_event(self, event: dict) -> None:
         """Append one JSON line to events.jsonl (a single write: atomic for short lines)."""

@@ -72,14 +72,20 @@ def _positive_int(key: str, value: object) -> None:
 
 
 def _number_at_least(key: str, value: object, low: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
-        _fail(key, value, f"a number >= {low}")
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < low
+    ):
+        _fail(key, value, f"a finite number >= {low}")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Training data and benchmarks. Synthetic faces unless ``train_root`` is given; real
-    benchmarks are ``.bin`` files or pair lists written ``pairs.txt:image_root``."""
+    benchmarks are ``.bin`` files or pair lists written ``pairs.txt:image_root``. ``image_size``
+    is the one input size: ``synthetic.image_size`` always follows it."""
 
     image_size: int = 96
     synthetic: SyntheticFacesConfig = field(default_factory=SyntheticFacesConfig)
@@ -610,6 +616,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
     if checkpoint is not None and (state := load_checkpoint(checkpoint, fingerprint)):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
         history, first_epoch = state["history"], state["epoch"]
     net = (
         nn.parallel.DistributedDataParallel(model, device_ids=None)
@@ -652,7 +659,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
                 )
             if not _finite_everywhere(loss, runtime):
                 status = "failed"
-                reason = f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}"
+                reason = f"non-finite loss at epoch {epoch + 1}, step {step + 1}"
                 break
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -689,6 +696,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
                     "epoch": epoch + 1,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
                     "history": history,
                 },
             )

@@ -95,6 +95,20 @@ def test_dry_run_lists_status_and_writes_nothing(write_spec, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def run_command(spec, results):
+    return [
+        sys.executable,
+        "-m",
+        "studies",
+        "run",
+        str(spec),
+        "--preset",
+        "smoke",
+        "--results",
+        str(results),
+    ]
+
+
 def cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "studies", *args],
@@ -159,19 +173,7 @@ def test_sigkill_mid_sweep_then_rerun_executes_only_the_missing_runs(write_spec,
     spec, results = write_spec(), tmp_path / "results"
     store = Store(results, "tiny", "smoke")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "studies",
-            "run",
-            str(spec),
-            "--preset",
-            "smoke",
-            "--results",
-            str(results),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        run_command(spec, results), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
     while len(list(store.runs_dir.glob("*.json"))) < 2 and time.time() < deadline:
@@ -180,7 +182,7 @@ def test_sigkill_mid_sweep_then_rerun_executes_only_the_missing_runs(write_spec,
     process.wait()
     done_before = {p.stem for p in store.runs_dir.glob("*.json")}
     assert 2 <= len(done_before) < 6
-    completed = cli("run", str(spec), "--preset", "smoke", "--results", str(results))
+    completed = subprocess.run(run_command(spec, results), capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     assert f"6 runs, {6 - len(done_before)} to run" in completed.stdout
     records, bad = store.records()
@@ -194,17 +196,7 @@ def test_sigkill_mid_sweep_then_rerun_executes_only_the_missing_runs(write_spec,
 @pytest.mark.slow
 def test_two_runners_at_once_execute_each_run_exactly_once(write_spec, tmp_path):
     spec, results = write_spec(), tmp_path / "results"
-    command = [
-        sys.executable,
-        "-m",
-        "studies",
-        "run",
-        str(spec),
-        "--preset",
-        "smoke",
-        "--results",
-        str(results),
-    ]
+    command = run_command(spec, results)
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0
@@ -289,3 +281,18 @@ def test_cli_runs_a_spec_path(write_spec, tmp_path):
     records = Store(tmp_path / "r", "tiny", "smoke").records()[0]
     assert {r["config"]["face"]["optim"]["lr"] for r in records} == {0.05}
     assert Path(tmp_path / "r" / "tiny" / "smoke" / "models").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", ["aug", "depth", "init", "profile", "tradeoff", "weightgen"])
+def test_smoke_preset_of_every_shipped_study(study, tmp_path):
+    spec = load_spec(study)
+    code = run_study(spec, "smoke", tmp_path, out=io.StringIO())
+    assert code == 0
+    records, bad = Store(tmp_path, study, "smoke").records()
+    assert not bad and len(records) == len(spec.runs("smoke"))
+    assert {r["status"] for r in records} == {"complete"}
+    if spec.task == "profile":
+        model_runs = [r for r in records if "macs" in r["metrics"]]
+        assert all(r["metrics"]["macs"] > 0 and r["latency"] for r in model_runs)
+        assert any("ratio_b1_t1" in r["metrics"] for r in records)

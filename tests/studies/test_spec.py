@@ -129,3 +129,11 @@ def test_unknown_study_and_preset():
         load_spec("ablate")
     with pytest.raises(SpecError, match="has no preset 'huge'"):
         load_spec("init").runs("huge")
+
+
+def test_command_line_overrides_win_over_the_grid(write_spec):
+    spec = load_spec(write_spec())
+    runs = spec.runs("smoke", overrides={"model.atom": "dw", "optim.lr": "0.05"})
+    assert len(runs) == 3  # both cells become the same dw run: one per seed
+    assert {r.config.face.model.atom for r in runs} == {"dw"}
+    assert {r.config.face.optim.lr for r in runs} == {0.05}

@@ -1,7 +1,7 @@
 """Results store: atomic records, tolerant reader, exclusive locks with stale recovery."""
 
 import json
-import os
+import signal
 import subprocess
 import sys
 
@@ -41,24 +41,31 @@ def test_reader_reports_unreadable_files_and_goes_on(tmp_path):
     assert store.status("broken") == "missing"
 
 
-def test_lock_is_exclusive_and_stale_locks_are_recovered(tmp_path):
+HOLD_LOCK = """
+import sys, time
+from studies.store import Store
+assert Store(sys.argv[1], "init", "smoke").try_lock("r1")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_is_exclusive_and_released_when_its_holder_dies(tmp_path):
     store = Store(tmp_path, "init", "smoke")
-    assert store.try_lock("r1")
-    assert not store.try_lock("r1")  # held by this live process
-    store.unlock("r1")
-    assert store.try_lock("r1")
-    store.unlock("r1")
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
+    assert store.try_lock("r0") and not store.is_unlocked("r0")
+    store.unlock("r0")
+    assert store.is_unlocked("r0") and store.try_lock("r0")
+    store.unlock("r0")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True
     )
-    lock = store.lock_path("r2")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout)}))
-    assert store.try_lock("r2")  # the holder is gone: stale, taken over
-    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert holder.stdout.readline().strip() == "locked"
+    assert not store.try_lock("r1") and not store.is_unlocked("r1")
+    assert json.loads(store.lock_path("r1").read_text())["pid"] == holder.pid
+    holder.send_signal(signal.SIGKILL)  # killed without unlocking
+    holder.wait()
+    assert store.is_unlocked("r1") and store.try_lock("r1")
+    store.unlock("r1")
 
 
 def test_events_are_appended(tmp_path):

@@ -117,6 +117,7 @@ class _BenchmarkUnpickler(pickle.Unpickler):
         ("builtins", "list"),
         ("builtins", "tuple"),
         ("builtins", "bool"),
+        ("__builtin__", "bytes"),
         ("__builtin__", "bytearray"),
         ("__builtin__", "list"),
         ("__builtin__", "tuple"),

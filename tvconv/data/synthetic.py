@@ -419,7 +419,8 @@ def make_face_train_set(config: SyntheticFacesConfig) -> FaceTrainSet:
 
 
 def _fold_groups(count: int) -> list[torch.Tensor]:
-    return list(torch.arange(count).chunk(NUM_FOLDS))
+    """Identities split into 10 groups of (nearly) equal size, one per fold."""
+    return list(torch.arange(count).tensor_split(NUM_FOLDS))
 
 
 def _choose(candidates: torch.Tensor, k: int, g: torch.Generator, what: str) -> torch.Tensor:

@@ -191,3 +191,15 @@ def test_fundus_domains_differ_in_appearance_and_disc_size():
     disc = {d: domains[d]["train"].masks[:, 1].float().mean().item() for d in domains}
     assert (colour[1] - colour[2]).abs().max() > 10
     assert disc[2] > disc[3] * 1.5  # RIM-ONE-like discs are larger than REFUGE-like ones
+
+
+def test_folds_stay_identity_disjoint_when_identities_do_not_divide_by_ten():
+    config = SyntheticFacesConfig(
+        **{**SMALL.__dict__, "test_identities": 21, "pairs_per_benchmark": 60}
+    )
+    bench = make_face_benchmark("clean", config)
+    owner = bench.pairs // config.test_images_per_identity
+    for fold in range(NUM_FOLDS):
+        inside = set(owner[bench.folds == fold].flatten().tolist())
+        outside = set(owner[bench.folds != fold].flatten().tolist())
+        assert inside and inside.isdisjoint(outside)
