@@ -12,10 +12,17 @@ OVERRIDES ?=
 DATA_ROOT ?=
 STUDY = DATA_ROOT=$(DATA_ROOT) $(PY) -m studies run --preset $(PRESET) --jobs $(JOBS) \
 	--results $(RESULTS)
+ANALYSE = $(PY) -m analysis --preset $(PRESET) --results $(RESULTS)
+# Run a study, then render its tables and figures (also after failed runs: the finished ones
+# are shown; not after a bad spec, exit code 2). The recipe keeps the runner's exit code.
+define run_and_render
+	$(STUDY) $(1) $(OVERRIDES); status=$$?; \
+	if [ $$status -ne 2 ]; then $(ANALYSE) $(1) || exit $$?; fi; exit $$status
+endef
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint format clean data-preview studies ablation-aug ablation-init \
-	ablation-weightgen ablation-depth ablations tradeoff profile wandb-sync
+	ablation-weightgen ablation-depth ablations tradeoff profile figures wandb-sync
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,24 +56,28 @@ studies: setup  ## list the studies, presets and run counts
 	$(PY) -m studies list --results $(RESULTS)
 
 ablation-aug: setup  ## question 1: robustness to augmentation (PRESET, JOBS, DATA_ROOT, OVERRIDES)
-	$(STUDY) aug $(OVERRIDES)
+	$(call run_and_render,aug)
 
 ablation-init: setup  ## question 2: affinity-map initialisation
-	$(STUDY) init $(OVERRIDES)
+	$(call run_and_render,init)
 
 ablation-weightgen: setup  ## question 3: weight-generator width x depth
-	$(STUDY) weightgen $(OVERRIDES)
+	$(call run_and_render,weightgen)
 
 ablation-depth: setup  ## question 4: where to insert TVConv
-	$(STUDY) depth $(OVERRIDES)
+	$(call run_and_render,depth)
 
 ablations: ablation-aug ablation-init ablation-weightgen ablation-depth  ## all four questions
 
 tradeoff: setup  ## accuracy vs MACs / params / latency across widths
-	$(STUDY) tradeoff $(OVERRIDES)
+	$(call run_and_render,tradeoff)
 
 profile: setup  ## MACs, params, latency and memory of every model (and the layer grid)
-	$(STUDY) profile $(OVERRIDES)
+	$(call run_and_render,profile)
+
+figures: setup  ## tables + figures of every study with results, Fig. 1, README results block
+	$(PY) -m analysis --all --quiet --results $(RESULTS)
+	$(PY) -m analysis layout --results $(RESULTS) --readme README.md
 
 wandb-sync: setup  ## upload the offline W&B runs (results/wandb)
 	$(VENV)/bin/wandb sync --sync-all $(RESULTS)/wandb/wandb

@@ -92,8 +92,9 @@ def _profile_run(config: RunConfig) -> dict:
     model = models.create(
         settings.model, atom=settings.atom, input_size=settings.input_size, **options
     )
-    counted = tvconv.deploy(model) if settings.form == "deploy" else model
-    macs = profile.count_macs(counted)
+    counted = tvconv.deploy(copy.deepcopy(model)) if settings.form == "deploy" else model
+    checked = profile.cross_check_macs(counted)
+    macs = checked["analytic"]
     params = profile.count_params(model)
     rows = profile.measure_latency(
         model,
@@ -109,6 +110,11 @@ def _profile_run(config: RunConfig) -> dict:
         "trainable_params": params["trainable_params"],
         "deployed_params": params["deployed_params"],
         "deployed_bytes": params["deployed_bytes"],
+        "macs_fvcore": checked["fvcore"]["macs"],
+        "macs_ptflops": checked["ptflops"]["macs"],
+        "macs_flop_counter": checked["flop_counter"]["macs"],
+        "macs_stock": profile.count_macs_stock(counted),
+        "counters_agree": checked["agree"],
     }
     for row in rows:
         suffix = f"b{row['batch_size']}_t{row['threads']}"
@@ -329,6 +335,11 @@ def run_study(
     if launcher == "slurm":
         launch_slurm(todo, root, options, slurm or {}, out)
     else:
+        if spec.task == "profile" and jobs > 1 and todo:
+            # Timings taken while another job shares the cores measure the contention, not the
+            # model (2-thread latencies came out up to 100x too slow with --jobs 2).
+            print("profile runs time themselves: running them one at a time (--jobs 1)", file=out)
+            jobs = 1
         launch_local(todo, root, jobs, options, out)
     wait_for_other_runners(todo, store, out)
     print(summary_table(spec, runs, store), file=out)

@@ -458,6 +458,17 @@ def count_macs_flop_counter(
     }
 
 
+def count_macs_stock(model: nn.Module, input_size: int | tuple[int, ...] | None = None) -> int:
+    """Per-image MACs as ``FlopCounterMode`` reports them out of the box (convs and matmuls only,
+    FLOPs / 2): TVConv's taps count zero, which is what an unpatched counter tells its user."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with _eval_mode(model), counter:
+        model(probe_input(model, _input_shape(model, input_size)))
+    return counter.get_total_flops() // 2
+
+
 def cross_check_macs(model: nn.Module, input_size: int | tuple[int, ...] | None = None) -> dict:
     """The analytic count and the three tools' counts side by side, like for like.
 

@@ -296,3 +296,27 @@ def test_smoke_preset_of_every_shipped_study(study, tmp_path):
         model_runs = [r for r in records if "macs" in r["metrics"]]
         assert all(r["metrics"]["macs"] > 0 and r["latency"] for r in model_runs)
         assert any("ratio_b1_t1" in r["metrics"] for r in records)
+
+
+PROFILE_TINY = """
+    description: "Tiny profile"
+    task: profile
+    base:
+      profile.batch_sizes: [1]
+      profile.threads: [1]
+      profile.min_run_time: 0.01
+    grid:
+      - profile.layer_channels: [4, 8]
+        profile.input_size: 8
+    presets:
+      smoke: {seeds: [0]}
+"""
+
+
+def test_profile_runs_one_at_a_time_whatever_jobs(write_spec, tmp_path):
+    code, out = run(write_spec(PROFILE_TINY, "tinyprofile"), tmp_path / "results", jobs=2)
+    assert code == 0, out
+    assert "running them one at a time (--jobs 1)" in out
+    records = Store(tmp_path / "results", "tinyprofile", "smoke").records()[0]
+    assert sorted(r["config"]["profile"]["layer_channels"] for r in records) == [4, 8]
+    assert all(r["metrics"]["ratio_b1_t1"] > 0 for r in records)

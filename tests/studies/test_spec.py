@@ -13,7 +13,7 @@ def test_every_shipped_spec_loads_and_expands():
         "aug": 16,
         "depth": 12,
         "init": 14,
-        "profile": 18,
+        "profile": 22,
         "tradeoff": 12,
         "weightgen": 12,
     }

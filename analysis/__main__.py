@@ -1,0 +1,96 @@
+"""Command line: ``python -m analysis STUDY [STUDY ...] [--preset P]`` or ``--all``.
+
+Writes ``results/<study>/<preset>/{tables,figures}/`` and prints the Markdown table; ``layout``
+renders the paper's Fig. 1 from the embedded data (``--real DIR`` adds a face image folder).
+``--all`` renders every study and preset that has records (``make figures``); ``--readme
+README.md`` then regenerates the README's results block from the rendered files. Exit codes: 0 done,
+2 bad arguments or a study without complete runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis.report import LAYOUT, Report, render, render_layout, update_readme
+from studies.spec import PRESETS, list_studies
+from studies.store import DEFAULT_ROOT, Store
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser.add_argument(
+        "studies", nargs="*", metavar="STUDY", help=f"any of: {', '.join(list_studies())}, {LAYOUT}"
+    )
+    parser.add_argument("--preset", default="quick", choices=PRESETS)
+    parser.add_argument("--all", action="store_true", help="every study and preset with records")
+    parser.add_argument("--results", type=Path, default=DEFAULT_ROOT, help="results root")
+    parser.add_argument("--no-wandb", action="store_true", help="skip the W&B summary run")
+    parser.add_argument("--real", type=Path, help="layout: a real face folder to add to Fig. 1")
+    parser.add_argument("--image-size", type=int, default=48, help="layout: image side (px)")
+    parser.add_argument("--quiet", action="store_true", help="do not print the tables")
+    parser.add_argument(
+        "--readme", type=Path, help="afterwards, regenerate the results block of this README"
+    )
+    return parser
+
+
+def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.all:
+        return [
+            (study, preset)
+            for study in list_studies()
+            for preset in PRESETS
+            if any(Store(args.results, study, preset).runs_dir.glob("*.json"))
+        ]
+    return [(study, args.preset) for study in args.studies]
+
+
+def _show(report: Report, quiet: bool) -> None:
+    title = f"{report.study} / {report.preset}" if report.preset else report.study
+    if not quiet:
+        print(f"\n## {title}\n\n{report.markdown}")
+    for problem in report.problems:
+        print(f"  not used: {problem}")
+    written = [*report.tables, *report.figures]
+    print(f"{title}: wrote {len(written)} files under {Path(written[0]).parent.parent}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.studies and not args.all and args.readme is None:
+        parser.error("name a STUDY (or layout), or pass --all or --readme")
+    known = {*list_studies(), LAYOUT}
+    unknown = [s for s in args.studies if s not in known]
+    if unknown:
+        parser.error(
+            f"unknown study {', '.join(unknown)}; expected any of: {', '.join(sorted(known))}"
+        )
+    if args.real is not None and not args.real.is_dir():
+        parser.error(f"--real {args.real}: not a folder (expected <identity>/<image> files)")
+    status = 0
+    for study, preset in _targets(args):
+        try:
+            if study == LAYOUT:
+                report = render_layout(args.results, args.real, args.image_size)
+            else:
+                report = render(study, preset, args.results, wandb=not args.no_wandb)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            status = 2
+            continue
+        _show(report, args.quiet)
+    if args.readme is not None:
+        try:
+            changed = update_readme(args.readme, args.results, args.preset)
+        except (OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"{args.readme}: results block {'updated' if changed else 'unchanged'}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""A study's run records -> one tidy pandas DataFrame: one row per run, config and metrics.
+
+Columns: ``run_id``, ``study``, ``preset``, ``cell``, ``seed``, ``status`` (``complete``,
+``failed``, or ``stale`` for a record made by another ``tvconv.RESULTS_VERSION``), ``error`` (its
+last line), ``results_version``, ``baseline_key`` (which depthwise run a TVConv run is paired
+with), every config field flattened (face: ``model.atom``, ``data.augment`` ...; profile:
+``profile.atom``, ``profile.batch_sizes`` ...; lists become ``8,32`` strings), every metric, and
+``train_seconds`` / ``total_seconds``. Rows are in a stable order (``sort_runs``): the same
+records give the same frame. Nothing is dropped silently: failed and stale runs stay in the frame
+(``complete_runs`` selects the usable ones) and unreadable files are returned next to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import tvconv
+from studies.store import Store
+from tvconv.affinity import list_initialisers
+from tvconv.data.augment import LEVELS
+from tvconv.models import TVCONV_OPTIONS, list_models
+
+# Fields that only matter for TVConv: a TVConv run is paired with the depthwise run whose config
+# equals its own once these (and the atom) are removed.
+TVCONV_ONLY_FIELDS = ("atom", "select", *TVCONV_OPTIONS)
+
+# Sort order of the axes (earlier = more significant) and of the values of the categorical ones.
+AXIS_PRIORITY = (
+    "model.atom",
+    "data.synthetic.layout",
+    "model.name",
+    "profile.layer_channels",
+    "profile.model",
+    "profile.input_size",
+    "profile.layer_stride",
+    "profile.form",
+    "profile.atom",
+    "data.augment",
+    "model.generator",
+    "model.init",
+    "model.select",
+    "model.affinity_channels",
+    "model.inter_channels",
+    "model.inter_layers",
+)
+AUGMENT_ORDER = tuple(LEVELS)
+VALUE_ORDER = {
+    "model.atom": ("dw", "tvconv"),
+    "profile.atom": ("dw", "tvconv"),
+    "data.synthetic.layout": ("aligned", "free"),
+    "data.augment": AUGMENT_ORDER,
+    "model.init": tuple(
+        dict.fromkeys(
+            ("ones", "zeros", "normal", "uniform", "coords", "stats", *list_initialisers())
+        )
+    ),
+    "model.name": tuple(list_models()),
+    "profile.model": tuple(list_models()),
+    "profile.form": ("deploy", "train"),
+}
+
+
+@dataclass(frozen=True)
+class StudyFrame:
+    runs: pd.DataFrame  # one row per record
+    unreadable: list[tuple[Path, str]]  # files the store could not read, and why
+    study: str
+    preset: str
+
+    @property
+    def complete(self) -> pd.DataFrame:
+        return complete_runs(self.runs)
+
+    def problems(self) -> list[str]:
+        """One line per run that is not used (failed, stale) and per unreadable file."""
+        lines = [f"unreadable: {path} ({why})" for path, why in self.unreadable]
+        for row in self.runs[self.runs["status"] != "complete"].itertuples():
+            lines.append(f"{row.status}: {row.run_id} {row.cell} seed={row.seed}: {row.error}")
+        return lines
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(str(v) for v in value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def task_config(record: dict) -> dict:
+    """The record's config without the task wrapper ({"task": ..., "<task>": {...}})."""
+    config = record.get("config") or {}
+    return config.get(record.get("task") or config.get("task"), {}) or {}
+
+
+def baseline_key(config: dict) -> str:
+    """Identifies the depthwise run a TVConv run is compared with: a hash of the config without
+    the seed, the atom and the TVConv-only fields (a dw run's own key is the same)."""
+    stripped = json.loads(json.dumps(config))
+    stripped.pop("seed", None)
+    groups = [stripped] + [v for v in stripped.values() if isinstance(v, dict) and "atom" in v]
+    for group in groups:  # face: config["model"]; profile: the config itself
+        for field in TVCONV_ONLY_FIELDS:
+            group.pop(field, None)
+    canonical = json.dumps(stripped, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _last_line(error: object) -> str:
+    lines = [line for line in str(error or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def record_row(record: dict) -> dict:
+    config = task_config(record)
+    status = record.get("status", "failed")
+    if status == "complete" and record.get("results_version") != tvconv.RESULTS_VERSION:
+        status = "stale"
+    row = {
+        "run_id": record["run_id"],
+        "study": record.get("study"),
+        "preset": record.get("preset"),
+        "task": record.get("task"),
+        "cell": record.get("cell", ""),
+        "seed": record.get("seed"),
+        "status": status,
+        "error": _last_line(record.get("error"))
+        if status != "stale"
+        else f"results_version {record.get('results_version')} != {tvconv.RESULTS_VERSION}",
+        "results_version": record.get("results_version"),
+        "baseline_key": baseline_key(config),
+    }
+    prefix = "profile." if record.get("task") == "profile" else ""  # its fields are flat
+    row.update(_flatten({k: v for k, v in config.items() if k != "seed"}, prefix))
+    row.update(record.get("metrics") or {})
+    if "latency" in record:  # profile: one dict per (threads, batch) measurement
+        row["latency"] = record["latency"]
+    timings = record.get("timings") or {}
+    for key in ("train_seconds", "total_seconds"):
+        if key in timings:
+            row[key] = timings[key]
+    return row
+
+
+def value_rank(column: str, value: object) -> tuple:
+    """Sort key of one axis value: known categorical order, then numbers, then text."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return (0, 0, "")
+    order = VALUE_ORDER.get(column)
+    if order is not None and value in order:
+        return (1, order.index(value), "")
+    if column.endswith(".select"):
+        return (1, *select_rank(str(value)))
+    if isinstance(value, bool):
+        return (1, int(value), "")
+    if isinstance(value, (int, float)):
+        return (1, float(value), "")
+    return (2, 0, str(value))
+
+
+def select_rank(select: str) -> tuple[float, str]:
+    """Insertion patterns from few to many sites: first:K, last:K, explicit ranges, then all."""
+    kind, _, count = select.partition(":")
+    if kind == "first" and count.isdigit():
+        return (1000 + int(count), "")
+    if kind == "last" and count.isdigit():
+        return (2000 + int(count), "")
+    if select == "all":
+        return (9000, "")
+    start = select.split("-")[0].split(",")[0]
+    return (3000 + int(start), select) if start.isdigit() else (8000, select)
+
+
+def varying_columns(runs: pd.DataFrame) -> list[str]:
+    """Config columns whose value differs between runs (the study's axes), most significant
+    first."""
+    config_columns = [c for c in runs.columns if "." in c and c != "run_id"]
+    varying = [c for c in config_columns if runs[c].astype(str).nunique() > 1]
+    priority = {name: i for i, name in enumerate(AXIS_PRIORITY)}
+    return sorted(varying, key=lambda c: (priority.get(c, len(priority)), c))
+
+
+def sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Stable, meaningful row order: by the axes (baseline first), then seed, then run_id."""
+    if runs.empty:
+        return runs
+    axes = varying_columns(runs)
+    keys = [
+        tuple(value_rank(column, value) for column, value in zip(axes, values, strict=True))
+        for values in runs[axes].itertuples(index=False, name=None)
+    ]
+    order = sorted(
+        range(len(runs)),
+        key=lambda i: (keys[i], runs["seed"].iloc[i] or 0, runs["run_id"].iloc[i]),
+    )
+    return runs.iloc[order].reset_index(drop=True)
+
+
+def cell_order(runs: pd.DataFrame) -> list[str]:
+    """The cells in ``sort_runs`` order."""
+    return list(dict.fromkeys(sort_runs(runs)["cell"]))
+
+
+def load_records(records: list[dict]) -> pd.DataFrame:
+    """Records (dicts as the store holds them) -> the tidy runs frame."""
+    if not records:
+        return pd.DataFrame(columns=["run_id", "study", "preset", "cell", "seed", "status"])
+    return sort_runs(pd.DataFrame([record_row(record) for record in records]))
+
+
+def load_study(study: str, preset: str = "quick", root: str | Path = "results") -> StudyFrame:
+    """Every record of ``results/<study>/<preset>/runs`` as a StudyFrame."""
+    records, unreadable = Store(Path(root), study, preset).records()
+    return StudyFrame(load_records(records), unreadable, study, preset)
+
+
+def complete_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "complete"].reset_index(drop=True)

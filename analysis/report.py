@@ -1,0 +1,246 @@
+"""Render one study: tables and figures into ``results/<study>/<preset>/{tables,figures}/`` and a
+W&B summary run (job_type ``analysis``) with the aggregate table and every figure.
+
+``render(study, preset, root)`` returns a ``Report`` (the Markdown table text, the written paths,
+the problems found). Tables are deterministic; figures are rendered from the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import figures, inspect
+from analysis.frame import StudyFrame, complete_runs, load_study
+from analysis.tables import Table, face_table, profile_tables
+from studies.store import Store
+from studies.tracking import Tracker
+
+FACE_FIGURES = {
+    "aug": figures.aug_figure,
+    "init": figures.init_figure,
+    "weightgen": figures.weightgen_figure,
+    "depth": figures.depth_figure,
+}
+LAYOUT = "layout"  # pseudo-study: the paper's Fig. 1 from the embedded data (no runs needed)
+
+
+@dataclass
+class Report:
+    study: str
+    preset: str
+    markdown: str
+    tables: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _write_table(folder: Path, name: str, table: Table, title: str) -> list[Path]:
+    return [
+        _write(folder / f"{name}.md", f"### {title}\n\n{table.markdown()}"),
+        _write(folder / f"{name}.tex", table.latex()),
+    ]
+
+
+def _csv(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
+    frame.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+    return path
+
+
+def profile_latency(root: Path, image_size: int, threads: int = 1, batch: int = 1) -> pd.DataFrame:
+    """Per (model, atom): deployed-form latency per image (ms) from the profile study's records
+    (any preset, quick first) at ``image_size``; empty when none match."""
+    rows = {}
+    for preset in ("quick", "paper", "smoke"):
+        runs = complete_runs(load_study("profile", preset, root).runs)
+        if runs.empty or "profile.form" not in runs:
+            continue
+        chosen = runs[
+            (runs["profile.form"] == "deploy") & (runs["profile.input_size"] == image_size)
+        ]
+        column = f"latency_ms_b{batch}_t{threads}"
+        for row in chosen.to_dict("records"):
+            key = (row["profile.model"], row["profile.atom"])
+            if key not in rows and pd.notna(row.get(column)):
+                rows[key] = row[column] / batch
+    return pd.DataFrame(
+        [{"model": m, "atom": a, "latency_ms": v} for (m, a), v in sorted(rows.items())],
+        columns=["model", "atom", "latency_ms"],
+    )
+
+
+def _face_report(frame: StudyFrame, folder: Path, root: Path) -> tuple[str, list, list, Table]:
+    table, numbers = face_table(frame.runs)
+    title = f"{frame.study} / {frame.preset}"
+    tables = [*_write_table(folder / "tables", frame.study, table, title)]
+    tables.append(_csv(folder / "tables", frame.study, numbers))
+    figure_paths = []
+    stem = folder / "figures" / frame.study
+    usable = complete_runs(frame.runs)
+    if frame.study in FACE_FIGURES:
+        figure_paths += FACE_FIGURES[frame.study](frame.runs, stem)
+    elif frame.study == "tradeoff":
+        size = int(usable["data.image_size"].iloc[0])
+        figure_paths += figures.tradeoff_figure(frame.runs, stem, profile_latency(root, size))
+    figure_paths += _affinity(frame, folder)
+    return table.markdown(), tables, figure_paths, table
+
+
+def _affinity(frame: StudyFrame, folder: Path) -> list[Path]:
+    models_dir = folder / "models"
+    if not models_dir.is_dir():
+        return []
+    records, _ = Store(folder.parent.parent, frame.study, frame.preset).records()
+    by_id = {record["run_id"]: record for record in records}
+    entries = inspect.affinity_entries(frame.runs, by_id, models_dir)
+    if not entries:
+        return []
+    if frame.study not in ("init", "aug"):
+        entries = [max(entries, key=lambda e: len(inspect.tvconv_layers(e[1])))]
+        kernels = True
+    else:
+        kernels = False
+    return inspect.affinity_figure(entries, folder / "figures" / f"{frame.study}_affinity", kernels)
+
+
+def _profile_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, Table]:
+    models_table, layers_table, numbers = profile_tables(frame.runs)
+    title = f"{frame.study} / {frame.preset}"
+    tables = [
+        *_write_table(folder / "tables", "profile_models", models_table, f"{title}: models"),
+        *_write_table(folder / "tables", "profile_layers", layers_table, f"{title}: one layer"),
+        _csv(folder / "tables", "profile", numbers),
+    ]
+    figure_paths = figures.profile_figure(frame.runs, folder / "figures" / "profile")
+    markdown = models_table.markdown() + "\n" + layers_table.markdown()
+    return markdown, tables, figure_paths, models_table
+
+
+def render_layout(root: Path, real: Path | None = None, image_size: int = 48) -> Report:
+    """The paper's Fig. 1 into ``results/figures/``."""
+    variances = inspect.synthetic_variances(image_size)
+    if real is not None:
+        variances[f"real: {Path(real).name}"] = inspect.real_variance(real, image_size)
+    paths = inspect.layout_figure(variances, Path(root) / "figures" / "layout_variance")
+    lines = ["| data | cross-image var | intra-image var | intra / cross |", "|---|---:|---:|---:|"]
+    for label, variance in variances.items():
+        lines.append(
+            f"| {label} | {variance.cross_mean:.4f} | {variance.intra_mean:.4f} | "
+            f"{variance.score:.2f} |"
+        )
+    return Report(LAYOUT, "", "\n".join(lines) + "\n", figures=paths)
+
+
+def render(
+    study: str, preset: str = "quick", root: str | Path = "results", wandb: bool = True
+) -> Report:
+    """Tables and figures of one study's records; raises ValueError when it has no complete run."""
+    root = Path(root)
+    frame = load_study(study, preset, root)
+    if complete_runs(frame.runs).empty:
+        where = Store(root, study, preset).runs_dir
+        raise ValueError(
+            f"no complete runs of {study}/{preset} in {where}; run `python -m studies run {study} "
+            f"--preset {preset}` first"
+        )
+    folder = root / study / preset
+    task = frame.runs["task"].iloc[0] if "task" in frame.runs else None
+    is_profile = task == "profile" or "profile.model" in frame.runs
+    if is_profile:
+        markdown, tables, figure_paths, table = _profile_report(frame, folder)
+    else:
+        markdown, tables, figure_paths, table = _face_report(frame, folder, root)
+    problems = frame.problems()
+    if problems:
+        tables.append(_write(folder / "tables" / "problems.txt", "\n".join(problems) + "\n"))
+    report = Report(study, preset, markdown, tables, figure_paths, problems)
+    if wandb:
+        log_to_wandb(report, table, root)
+    return report
+
+
+def log_to_wandb(report: Report, table: Table, root: Path) -> None:
+    """A summary run (job_type ``analysis``): the table as ``wandb.Table``, figures as images."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        tracker = Tracker(
+            root,
+            group=report.study,
+            job_type="analysis",
+            name=f"{report.study}-{report.preset}-summary",
+            config={"study": report.study, "preset": report.preset},
+        )
+        tracker.log_table("table", table.header, table.rows)
+        tracker.log_images({path.stem: path for path in report.figures if path.suffix == ".png"})
+        tracker.finish(
+            {
+                "problems": len(report.problems),
+                "figures": json.dumps(sorted(p.name for p in report.figures if p.suffix == ".png")),
+            }
+        )
+
+
+README_BEGIN = "<!-- results:begin (generated by `python -m analysis --all --readme README.md`) -->"
+README_END = "<!-- results:end -->"
+README_STUDIES = (  # study, table files, figures (besides <study>.png), heading
+    ("tradeoff", ("tradeoff",), ("tradeoff_affinity",), "Accuracy vs cost (the headline)"),
+    ("aug", ("aug",), ("aug_affinity",), "Question 1: robustness to augmentation"),
+    ("init", ("init",), ("init_affinity",), "Question 2: affinity-map initialisation"),
+    ("weightgen", ("weightgen",), (), "Question 3: weight-generator over-parameterisation"),
+    ("depth", ("depth",), (), "Question 4: where to insert TVConv"),
+    ("profile", ("profile_models", "profile_layers"), (), "Cost profile"),
+)
+
+
+def readme_section(root: Path, preset: str = "quick") -> str:
+    """The README's results block: per study its figures and tables as rendered under ``root``
+    (studies without rendered tables are skipped), then Fig. 1."""
+    root = Path(root)
+    parts = [README_BEGIN, ""]
+    for study, table_names, extra_figures, heading in README_STUDIES:
+        folder = root / study / preset
+        tables = [folder / "tables" / f"{name}.md" for name in table_names]
+        if not all(path.exists() for path in tables):
+            continue
+        parts.append(f"### {heading} (`{study}`, {preset} preset)\n")
+        for name in (study, *extra_figures):
+            figure = folder / "figures" / f"{name}.png"
+            if figure.exists():
+                parts.append(f"![{study}: {name}]({figure.as_posix()})\n")
+        for path in tables:
+            text = path.read_text()
+            parts.append(text.split("\n", 2)[2] if text.startswith("### ") else text)
+    layout = root / "figures" / "layout_variance.png"
+    if layout.exists():
+        parts.append("### The premise: layout-aware data (the paper's Fig. 1)\n")
+        parts.append(f"![layout variance]({layout.as_posix()})\n")
+    parts.append(README_END)
+    return "\n".join(parts) + "\n"
+
+
+def update_readme(readme: Path, root: Path, preset: str = "quick") -> bool:
+    """Replace the block between the results markers of ``readme``; True when it changed."""
+    text = Path(readme).read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(
+            f"{readme} has no results block: add the lines\n{README_BEGIN}\n{README_END}\n"
+            "where the results should go"
+        )
+    head, rest = text.split(README_BEGIN, 1)
+    _old, tail = rest.split(README_END, 1)
+    new = head + readme_section(root, preset).rstrip("\n") + tail
+    if new != text:
+        Path(readme).write_text(new)
+    return new != text

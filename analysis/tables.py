@@ -1,0 +1,255 @@
+"""Study tables in the paper's shape, rendered as Markdown, LaTeX (booktabs) and CSV.
+
+Face studies: one row per cell, the verification benchmarks as columns (four + mean, as the
+paper's tables), each ``mean ± std`` over seeds with the best mean per column in bold, the cost
+columns that vary between cells, and the paired difference of the mean accuracy to the depthwise
+baseline with its 95% bootstrap CI and the wins. Profile: one table of models (MACs, parameters,
+latency per batch and threads) and one of the single-layer grid (cached TVConv / depthwise time).
+Formatting is fixed (one decimal for accuracies, stable row order), so the same records always
+give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis.frame import cell_order, complete_runs
+from analysis.stats import FEW_SEEDS, aggregate, aggregate_paired
+from tvconv.data.synthetic import BENCHMARKS
+
+HEADLINE = "mean_acc_pct"
+COSTS = (  # metric, header, scale
+    ("macs", "MMACs", 1e-6),
+    ("trainable_params", "train params (M)", 1e-6),
+    ("deployed_params", "deployed params (M)", 1e-6),
+)
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells in bold
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        def cell(r: int, c: int, text: str) -> str:
+            return f"**{text}**" if (r, c) in self.bold else text
+
+        lines = [
+            "| " + " | ".join(self.header) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(self.header) - 1)) + "|",
+        ]
+        for r, row in enumerate(self.rows):
+            lines.append("| " + " | ".join(cell(r, c, t) for c, t in enumerate(row)) + " |")
+        text = "\n".join(lines) + "\n"
+        if self.notes:
+            text += "\n" + "\n".join(self.notes) + "\n"
+        return text
+
+    def latex(self) -> str:
+        def cell(r: int, c: int, text: str) -> str:
+            escaped = latex_escape(text)
+            return f"\\textbf{{{escaped}}}" if (r, c) in self.bold else escaped
+
+        columns = "l" + "r" * (len(self.header) - 1)
+        lines = [
+            f"\\begin{{tabular}}{{{columns}}}",
+            "\\toprule",
+            " & ".join(latex_escape(h) for h in self.header) + " \\\\",
+            "\\midrule",
+        ]
+        for r, row in enumerate(self.rows):
+            lines.append(" & ".join(cell(r, c, t) for c, t in enumerate(row)) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        lines += [f"% {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "−": "-",
+}
+
+
+def latex_escape(text: str) -> str:
+    return re.sub(
+        "|".join(re.escape(k) for k in _LATEX_SPECIAL), lambda m: _LATEX_SPECIAL[m[0]], text
+    )
+
+
+def number(value: float, digits: int = 1, sign: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+    return text[1:] if sign and float(text) == 0 else text
+
+
+def mean_std(row: pd.Series, digits: int = 1) -> str:
+    if row["n"] == 0:
+        return "–"
+    if row["n"] == 1:
+        return number(row["mean"], digits)
+    return f"{number(row['mean'], digits)} ± {number(row['std'], digits)}"
+
+
+def benchmarks_of(runs: pd.DataFrame) -> list[str]:
+    """Benchmark names with an ``<name>_acc_pct`` metric, in the suite's order (synthetic
+    benchmarks first in their defined order, real ones alphabetically)."""
+    names = {
+        c[: -len("_acc_pct")]
+        for c in runs.columns
+        if c.endswith("_acc_pct") and c not in (HEADLINE, "train_acc_pct")
+    }
+    known = [name for name in BENCHMARKS if name in names]
+    return known + sorted(names - set(known))
+
+
+def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
+    """The study table and its numbers in long form (cell, metric, n, mean, std, CI, paired
+    difference) for the CSV."""
+    usable = complete_runs(runs)
+    cells = cell_order(usable)
+    benchmarks = benchmarks_of(usable)
+    metrics = [f"{b}_acc_pct" for b in benchmarks] + [HEADLINE]
+    costs = [
+        (metric, header, scale)
+        for metric, header, scale in COSTS
+        if metric in usable and usable[metric].nunique() > 1
+    ]
+    summaries = {metric: aggregate(usable, metric).set_index("cell") for metric in metrics}
+    for metric, _header, _scale in costs:
+        summaries[metric] = aggregate(usable, metric).set_index("cell")
+    paired = aggregate_paired(usable, HEADLINE).set_index("cell")
+    header = ["cell", "n", *benchmarks, "mean", *(h for _m, h, _s in costs)]
+    if not paired.empty:
+        header.append("Δ mean vs dw [95% CI] (wins)")
+    rows, bold = [], set()
+    for cell in cells:
+        row = [cell, str(int(summaries[HEADLINE].loc[cell, "n"]))]
+        row += [mean_std(summaries[metric].loc[cell]) for metric in metrics]
+        for metric, _header, scale in costs:
+            row.append(number(summaries[metric].loc[cell, "mean"] * scale, 3))
+        if not paired.empty:
+            row.append(_paired_text(paired.loc[cell]) if cell in paired.index else "baseline")
+        rows.append(row)
+    for column, metric in enumerate(metrics, start=2):
+        means = summaries[metric]["mean"].reindex(cells)
+        if means.notna().any():
+            best = means.max()
+            bold.update((r, column) for r, cell in enumerate(cells) if means[cell] == best)
+    notes = [
+        "Accuracy (%) on the verification benchmarks, mean ± std over seeds (n); best mean per "
+        "column in bold."
+    ]
+    if not paired.empty:
+        notes.append(
+            "Δ: paired difference of the mean accuracy to the depthwise run with the same seed and "
+            "data, mean [95% bootstrap CI] (pairs where TVConv is higher / pairs)."
+        )
+    if len(usable) and usable.groupby("cell").size().max() < FEW_SEEDS:
+        notes.append(
+            f"Fewer than {FEW_SEEDS} seeds per cell: the bootstrap CIs are narrower than their "
+            "nominal 95% (with 2 seeds they span the two values); read them as ranges."
+        )
+    long = pd.concat(
+        [summaries[m].reset_index() for m in summaries]
+        + ([paired.reset_index().assign(metric=f"diff_{HEADLINE}")] if not paired.empty else []),
+        ignore_index=True,
+    )
+    return Table(header, rows, bold, notes), long
+
+
+def _paired_text(row: pd.Series) -> str:
+    interval = ""
+    if math.isfinite(row["ci_low"]):
+        interval = f" [{number(row['ci_low'], sign=True)}, {number(row['ci_high'], sign=True)}]"
+    return f"{number(row['mean'], sign=True)}{interval} ({int(row['wins'])}/{int(row['n'])})"
+
+
+def _bt_suffixes(runs: pd.DataFrame, prefix: str) -> list[str]:
+    """``b<batch>_t<threads>`` suffixes of the ``<prefix>_b*_t*`` metrics, by threads then
+    batch."""
+    found = set()
+    for column in runs.columns:
+        match = re.fullmatch(rf"{prefix}_b(\d+)_t(\d+)", column)
+        if match and runs[column].notna().any():
+            found.add((int(match[2]), int(match[1])))
+    return [f"b{batch}_t{threads}" for threads, batch in sorted(found)]
+
+
+def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
+    """(models table, single-layer table, long numbers)."""
+    usable = complete_runs(runs)
+    is_layer = usable.get("profile.layer_channels", pd.Series(0, index=usable.index)) > 0
+    model_runs, layer_runs = usable[~is_layer], usable[is_layer]
+    suffixes = _bt_suffixes(model_runs, "latency_ms")
+    header = ["model", "input", "atom", "form", "MMACs", "params (M)", "deployed params (M)"]
+    header += [f"ms {s.replace('_', ' ')}" for s in suffixes]
+    rows = []
+    for row in model_runs.to_dict("records"):
+        rows.append(
+            [
+                row["profile.model"],
+                str(row["profile.input_size"]),
+                row["profile.atom"],
+                row["profile.form"],
+                number(row["macs"] * 1e-6, 2),
+                number(row["trainable_params"] * 1e-6, 3),
+                number(row["deployed_params"] * 1e-6, 3),
+                *(number(row.get(f"latency_ms_{s}", math.nan), 2) for s in suffixes),
+            ]
+        )
+    models = Table(
+        header,
+        rows,
+        notes=[
+            "Per-image inference MACs (analytic, deployed form; the training form adds the "
+            "generator's batch-independent MACs), parameters, and median latency in ms per batch "
+            "(b = batch size, t = threads; train form: a full training step)."
+        ],
+    )
+    ratio_suffixes = _bt_suffixes(layer_runs, "ratio")
+    layer_rows = [
+        [
+            str(row["profile.layer_channels"]),
+            str(row["profile.input_size"]),
+            str(row["profile.layer_stride"]),
+            *(number(row.get(f"ratio_{s}", math.nan), 2) for s in ratio_suffixes),
+        ]
+        for row in layer_runs.to_dict("records")
+    ]
+    layers = Table(
+        ["channels", "input", "stride", *(s.replace("_", " ") for s in ratio_suffixes)],
+        layer_rows,
+        notes=[
+            "Cached TVConv time / depthwise conv time for one layer of that shape (1 = parity)."
+        ],
+    )
+    keep = ["run_id", "cell", *(c for c in usable.columns if c.startswith("profile."))]
+    metric_columns = [
+        c
+        for c in usable.columns
+        if c in ("macs", "flops", "generator_macs", "trainable_params", "deployed_params")
+        or c.startswith(("latency_ms_", "images_per_s_", "ratio_", "macs_"))
+    ]
+    long = usable[keep + sorted(metric_columns)].melt(
+        id_vars=keep, var_name="metric", value_name="value"
+    )
+    long = long.dropna(subset=["value"]).reset_index(drop=True)
+    return models, layers, long

@@ -1,0 +1,104 @@
+"""``python -m analysis``: files written, deterministic tables, clear errors, W&B summary run."""
+
+import pytest
+
+from analysis.__main__ import main
+from analysis.report import render
+from tests.analysis.test_figures import profile_records
+
+
+def test_cli_writes_tables_and_figures_and_prints_markdown(aug_store, capsys):
+    root = aug_store.root
+    assert main(["aug", "--results", str(root), "--no-wandb"]) == 0
+    out = capsys.readouterr().out
+    assert "## aug / quick" in out and "| atom=tvconv augment=hflip | 3 |" in out
+    folder = root / "aug" / "quick"
+    for name in (
+        "tables/aug.md",
+        "tables/aug.tex",
+        "tables/aug.csv",
+        "figures/aug.png",
+        "figures/aug.pdf",
+    ):
+        assert (folder / name).stat().st_size > 0, name
+    first = {p.name: p.read_bytes() for p in (folder / "tables").iterdir()}
+    assert main(["aug", "--results", str(root), "--no-wandb", "--quiet"]) == 0
+    second = {p.name: p.read_bytes() for p in (folder / "tables").iterdir()}
+    assert first == second
+
+
+def test_cli_all_renders_every_study_with_records(aug_store, capsys):
+    from studies.store import Store
+
+    profile = Store(aug_store.root, "profile", "quick")
+    for record in profile_records():
+        profile.write(record)
+    assert main(["--all", "--results", str(aug_store.root), "--no-wandb", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "aug / quick: wrote" in out and "profile / quick: wrote" in out
+    tables = aug_store.root / "profile" / "quick" / "tables"
+    assert (
+        "| mobilenet_v2_x0_1 | 96 | tvconv | deploy | 18.00 |"
+        in (tables / "profile_models.md").read_text()
+    )
+    assert "| 48 | 24 | 2 | 2.00 | 3.00 |" in (tables / "profile_layers.md").read_text()
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["init", "--results", str(tmp_path), "--no-wandb"]) == 2
+    assert "no complete runs of init/quick" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        main(["nosuchstudy"])
+    assert error.value.code == 2
+    assert "unknown study nosuchstudy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([])
+    with pytest.raises(SystemExit):
+        main(["layout", "--real", str(tmp_path / "missing")])
+
+
+def test_failed_runs_are_reported_in_problems_file(aug_store):
+    from tests.analysis.conftest import face_record
+
+    aug_store.write(
+        face_record(
+            "aug",
+            "atom=tvconv augment=shift4",
+            0,
+            0.0,
+            status="failed",
+            **{"data.augment": "shift4"},
+        )
+    )
+    report = render("aug", "quick", aug_store.root, wandb=False)
+    assert len(report.problems) == 1
+    problems = aug_store.root / "aug" / "quick" / "tables" / "problems.txt"
+    assert "RuntimeError: boom" in problems.read_text()
+
+
+def test_wandb_summary_run_offline(aug_store, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    render("aug", "quick", aug_store.root, wandb=True)
+    runs = list((aug_store.root / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("files/media/table/table_*.table.json"))
+    assert list(runs[0].glob("files/media/images/aug_*.png"))
+
+
+def test_readme_results_block_is_regenerated_from_the_rendered_files(aug_store, tmp_path, capsys):
+    from analysis.report import README_BEGIN, README_END
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{README_BEGIN}\nold text\n{README_END}\n\n## After\n")
+    root = str(aug_store.root)
+    assert main(["aug", "--results", root, "--no-wandb", "--quiet", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old text" not in text and text.startswith("# Title\n") and text.endswith("## After\n")
+    assert "### Question 1: robustness to augmentation (`aug`, quick preset)" in text
+    assert f"![aug: aug]({root}/aug/quick/figures/aug.png)" in text
+    assert "| atom=tvconv augment=hflip | 3 |" in text
+    assert main(["--results", root, "--readme", str(readme)]) == 0
+    assert "results block unchanged" in capsys.readouterr().out
+    readme.write_text("# no markers\n")
+    assert main(["--results", root, "--readme", str(readme)]) == 2
+    assert "has no results block" in capsys.readouterr().err

@@ -1,0 +1,138 @@
+"""The tidy frame (failed, stale, unreadable runs listed) and the tables (md / tex / csv)."""
+
+import pandas as pd
+import pytest
+
+from analysis.frame import baseline_key, load_records, load_study, sort_runs
+from analysis.tables import face_table, latex_escape, number
+from tests.analysis.conftest import aug_records, face_record
+
+
+def test_frame_has_one_row_per_run_with_config_and_metrics(aug_store):
+    frame = load_study("aug", "quick", aug_store.root)
+    runs = frame.runs
+    assert len(runs) == 12
+    assert {
+        "run_id",
+        "cell",
+        "seed",
+        "status",
+        "model.atom",
+        "data.augment",
+        "mean_acc_pct",
+    } <= set(runs.columns)
+    assert set(runs["status"]) == {"complete"}
+    assert runs["model.atom"].tolist()[:6] == ["dw"] * 6  # the baseline first
+    assert frame.problems() == []
+
+
+def test_failed_stale_and_unreadable_runs_are_listed_not_dropped(aug_store):
+    failed = face_record(
+        "aug", "atom=tvconv augment=shift4", 0, 0.0, status="failed", **{"data.augment": "shift4"}
+    )
+    aug_store.write(failed)
+    stale = face_record("aug", "atom=tvconv augment=shift8", 0, 70.0, **{"data.augment": "shift8"})
+    stale["results_version"] = -1
+    stale["run_id"] = "0" * 16
+    aug_store.write(stale)
+    (aug_store.runs_dir / "broken.json").write_text("{not json")
+    frame = load_study("aug", "quick", aug_store.root)
+    statuses = frame.runs.set_index("run_id")["status"]
+    assert statuses[failed["run_id"]] == "failed"
+    assert statuses["0" * 16] == "stale"
+    assert len(frame.complete) == 12
+    problems = "\n".join(frame.problems())
+    assert "broken.json" in problems
+    assert "RuntimeError: boom" in problems
+    assert "results_version -1" in problems
+
+
+def test_baseline_key_ignores_atom_seed_and_tvconv_fields_only():
+    dw = face_record("s", "c", 0, 1.0, **{"model.atom": "dw"})["config"]["face"]
+    tv = face_record("s", "c", 1, 1.0, **{"model.init": "zeros", "model.inter_layers": 0})
+    other_data = face_record("s", "c", 0, 1.0, **{"model.atom": "dw", "data.augment": "rot30"})
+    assert baseline_key(dw) == baseline_key(tv["config"]["face"])
+    assert baseline_key(dw) != baseline_key(other_data["config"]["face"])
+
+
+def test_row_order_is_stable_and_meaningful():
+    records = aug_records()
+    forward = load_records(records)
+    backward = load_records(list(reversed(records)))
+    pd.testing.assert_frame_equal(forward, backward)
+    shuffled = sort_runs(forward.sample(frac=1, random_state=0))
+    pd.testing.assert_frame_equal(shuffled, forward)
+    select = load_records(
+        [
+            face_record("depth", f"atom=tvconv select={s}", 0, 60.0, **{"model.select": s})
+            for s in ("all", "last:4", "6-12", "first:6", "first:13")
+        ]
+    )
+    assert list(select["model.select"]) == ["first:6", "first:13", "last:4", "6-12", "all"]
+
+
+def test_face_table_values_bold_best_and_paired_column():
+    table, numbers = face_table(load_records(aug_records()))
+    assert table.header == [
+        "cell",
+        "n",
+        "clean",
+        "pose",
+        "illumination",
+        "age",
+        "mean",
+        "deployed params (M)",
+        "Δ mean vs dw [95% CI] (wins)",
+    ]
+    rows = {row[0]: row for row in table.rows}
+    assert rows["atom=tvconv augment=hflip"][2:7] == [
+        "63.0 ± 2.0",
+        "64.0 ± 2.0",
+        "62.0 ± 2.0",
+        "65.0 ± 2.0",
+        "63.5 ± 2.0",
+    ]
+    assert rows["atom=dw augment=hflip"][-1] == "baseline"
+    assert rows["atom=tvconv augment=rot30"][-1] == "-1.0 [-1.0, -1.0] (0/3)"
+    assert rows["atom=tvconv augment=hflip"][-1].startswith("+2.0 [")
+    assert rows["atom=tvconv augment=hflip"][-1].endswith("(2/3)")
+    best_row = [row[0] for row in table.rows].index("atom=tvconv augment=hflip")
+    assert (best_row, 6) in table.bold  # best mean
+    markdown = table.markdown()
+    assert "| **63.5 ± 2.0** |" in markdown
+    assert "Fewer than 5 seeds" in markdown
+    assert set(numbers["metric"]) >= {"mean_acc_pct", "clean_acc_pct", "diff_mean_acc_pct"}
+
+
+def test_cost_columns_appear_only_when_they_vary():
+    table, _ = face_table(load_records(aug_records()))
+    assert "deployed params (M)" in table.header  # dw 0.100 vs tvconv 0.150
+    assert "MMACs" not in table.header  # equal for every cell
+    rows = {row[0]: row for row in table.rows}
+    column = table.header.index("deployed params (M)")
+    assert rows["atom=dw augment=hflip"][column] == "0.100"
+
+
+def test_tables_are_byte_identical_for_the_same_records():
+    first, first_numbers = face_table(load_records(aug_records()))
+    second, second_numbers = face_table(load_records(list(reversed(aug_records()))))
+    assert first.markdown() == second.markdown()
+    assert first.latex() == second.latex()
+    assert first_numbers.to_csv(index=False) == second_numbers.to_csv(index=False)
+
+
+def test_latex_is_booktabs_and_escaped():
+    table, _ = face_table(load_records(aug_records()))
+    tex = table.latex()
+    assert tex.startswith("\\begin{tabular}{lrrrrrrrr}\n\\toprule\n")
+    assert "\\midrule" in tex and tex.rstrip().splitlines()[-1].startswith("%")
+    assert "\\bottomrule\n\\end{tabular}" in tex
+    assert "63.5 $\\pm$ 2.0" in tex and "\\textbf{63.5 $\\pm$ 2.0}" in tex
+    assert latex_escape("a_b 50% & $x") == "a\\_b 50\\% \\& \\$x"
+
+
+@pytest.mark.parametrize(
+    ("value", "sign", "text"), [(1.25, False, "1.2"), (-0.04, True, "0.0"), (2.0, True, "+2.0")]
+)
+def test_number_format(value, sign, text):
+    assert number(value, sign=sign) == text
