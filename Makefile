@@ -22,7 +22,7 @@ endef
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint format clean data-preview studies ablation-aug ablation-init \
-	ablation-weightgen ablation-depth ablations tradeoff profile figures wandb-sync
+	ablation-weightgen ablation-depth ablations tradeoff profile figures bench-kernels wandb-sync
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ profile: setup  ## MACs, params, latency and memory of every model (and the laye
 figures: setup  ## tables + figures of every study with results, Fig. 1, README results block
 	$(PY) -m analysis --all --quiet --results $(RESULTS)
 	$(PY) -m analysis layout --results $(RESULTS) --readme README.md
+
+bench-kernels: setup  ## TVConv kernels vs depthwise conv per layer shape, and model images/s
+	$(PY) benchmarks/kernels.py
 
 wandb-sync: setup  ## upload the offline W&B runs (results/wandb)
 	$(VENV)/bin/wandb sync --sync-all $(RESULTS)/wandb/wandb

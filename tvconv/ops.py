@@ -10,8 +10,8 @@ with zero padding (k - 1) / 2 and stride s. ``TVConvDeploy`` is the cached infer
 the optional bias) evaluated once, A and B dropped. Unlike the official code, the cached form keeps
 the bias branch and supports any odd kernel size.
 
-Both forms call ``translation_variant_conv``, the one core op (the kernels issue swaps in faster
-implementations behind it).
+Both forms call ``translation_variant_conv``, the one core op; ``tvconv.kernels`` picks its
+implementation per device (C++ kernels on CPU, the eager tap loop elsewhere).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tvconv import affinity
+from tvconv import affinity, kernels
 
 NORMS = ("ln", "bn", "in", "none")
 
@@ -107,6 +107,35 @@ class _TranslationVariantConv(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None
 
 
+class _CppTranslationVariantConv(torch.autograd.Function):
+    """The C++ kernels (``tvconv.kernels``): forward, input and weight gradients computed tap by
+    tap in place, padding never materialised, activations channels-last. Saves the input and the
+    packed weights only, as a depthwise conv saves its input and weights."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride):
+        extension = kernels.cpu_extension()
+        x = x.contiguous(memory_format=torch.channels_last)
+        packed = kernels.packed_weight(weight)
+        ctx.save_for_backward(x, packed)
+        ctx.stride, ctx.has_bias = stride, bias is not None
+        return extension.forward(x, packed, bias, stride)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        extension = kernels.cpu_extension()
+        x, packed = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = extension.input_grad(grad_out, packed, list(x.shape), ctx.stride)
+        if ctx.needs_input_grad[1]:
+            grad_weight = extension.weight_grad(grad_out, x, list(packed.shape), ctx.stride)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(dim=0)
+        return grad_x, grad_weight, grad_bias, None
+
+
 def translation_variant_conv(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
 ) -> torch.Tensor:
@@ -114,11 +143,15 @@ def translation_variant_conv(
 
     x (N, C, H_in, W_in), weight (C, k, k, H, W), bias (C, H, W) or None -> (N, C, H, W).
 
-    Shift-and-accumulate over the k*k taps: each tap multiplies a strided view of the padded input
-    by its weight plane and adds into the output in place. Memory stays at one padded copy of the
-    input plus the output, where an unfold would hold k*k copies. With gradients enabled the
-    backward is hand-written (``_TranslationVariantConv``); without, no graph is recorded.
+    On CPU in float32/float64 the C++ kernels run (``tvconv.kernels``, chosen by
+    ``TVCONV_KERNEL``); elsewhere, or when they cannot be built, the eager path: shift-and-
+    accumulate over the k*k taps, each tap multiplying a strided view of the padded input by its
+    weight plane and adding into the output in place. Either way memory stays at one copy of the
+    input plus the output, where an unfold would hold k*k copies, and the backward is hand-written
+    (``_CppTranslationVariantConv`` / ``_TranslationVariantConv``).
     """
+    if kernels.choose(x, weight, bias) == "cpp":
+        return _CppTranslationVariantConv.apply(x, weight, bias, stride)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
@@ -341,7 +374,10 @@ class TVConvDeploy(_TranslationVariantLayer):
         bias: bool = False,
     ) -> None:
         super().__init__(channels, h, w, kernel_size, stride)
-        self.weight = nn.Parameter(torch.zeros(channels, kernel_size, kernel_size, h, w))
+        # Stored in the C++ kernels' (H, k, k, W, C) memory layout, seen as (C, k, k, H, W):
+        # the kernels then read it in place (no repacking per call); state dicts are unaffected.
+        packed = torch.zeros(h, kernel_size, kernel_size, w, channels)
+        self.weight = nn.Parameter(packed.permute(4, 1, 2, 0, 3))
         self.bias = nn.Parameter(torch.zeros(channels, h, w)) if bias else None
 
     @classmethod

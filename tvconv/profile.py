@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
-from tvconv import affinity, models
+from tvconv import affinity, kernels, models
 from tvconv.convert import deploy, probe_input, probe_shape
 from tvconv.models import TVCONV_OPTIONS
 from tvconv.ops import NORMS, TVConv, TVConvDeploy, output_size
@@ -115,6 +115,16 @@ TRAIN_STEP_LR = 1e-6
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+# The paper's throughput comparison (a narrower TVConv model against a wider depthwise one), as
+# the kernels benchmark and the GPU check time it: (model name, atom).
+THROUGHPUT_MODELS = (
+    ("mobilenet_v2_x0_1", "dw"),
+    ("mobilenet_v2_x1_0", "dw"),
+    ("mobilenet_v2_x0_1", "tvconv"),
+    ("mobilenet_v2_x0_5", "tvconv"),
+)
 
 
 def _input_shape(model: nn.Module, input_size: int | tuple[int, ...] | None) -> tuple[int, ...]:
@@ -317,7 +327,7 @@ def count_macs_fvcore(model: nn.Module, input_size: int | tuple[int, ...] | None
     ``layers`` ({name: macs} for the layers of ``count_macs``, generators excluded).
     """
     shape = _input_shape(model, input_size)
-    with _eval_mode(model), torch.no_grad():
+    with _eval_mode(model), torch.no_grad(), kernels.forced("eager"):
         analysis = _fvcore().FlopCountAnalysis(model, probe_input(model, shape))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
@@ -438,7 +448,7 @@ def count_macs_flop_counter(
     shape = _input_shape(model, input_size)
     counter = FlopCounterMode(display=False, custom_mapping=dict.fromkeys(tap_ops, products_flops))
     # FlopCounterMode's module tracker needs autograd on (it hooks gradients), so no no_grad here.
-    with _eval_mode(model), counter:
+    with _eval_mode(model), counter, kernels.forced("eager"):
         model(probe_input(model, shape))
     counts = counter.get_flop_counts()
     root = type(model).__name__
@@ -464,7 +474,7 @@ def count_macs_stock(model: nn.Module, input_size: int | tuple[int, ...] | None 
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with _eval_mode(model), counter:
+    with _eval_mode(model), counter, kernels.forced("eager"):
         model(probe_input(model, _input_shape(model, input_size)))
     return counter.get_total_flops() // 2
 

@@ -295,6 +295,14 @@ def test_smoke_preset_of_every_shipped_study(study, tmp_path):
     if spec.task == "profile":
         model_runs = [r for r in records if "macs" in r["metrics"]]
         assert all(r["metrics"]["macs"] > 0 and r["latency"] for r in model_runs)
+        for record in model_runs:  # every counter, taught what TVConv costs, agrees
+            metrics = record["metrics"]
+            assert metrics["counters_agree"] is True
+            assert metrics["macs_fvcore"] == metrics["macs_ptflops"] == metrics["macs"]
+            assert metrics["macs_flop_counter"] == metrics["macs"]
+            settings = record["config"]["profile"]
+            if (settings["atom"], settings["form"]) == ("tvconv", "deploy"):
+                assert metrics["macs_stock"] < metrics["macs"]  # stock: TVConv counted as 0
         assert any("ratio_b1_t1" in r["metrics"] for r in records)
 
 

@@ -1,0 +1,136 @@
+"""The core op's kernels (C++ and eager) against the reference path, and the fallback."""
+
+import itertools
+import warnings
+
+import pytest
+import torch
+
+from tvconv import kernels
+from tvconv.ops import (
+    TVConv,
+    TVConvDeploy,
+    output_size,
+    reference_translation_variant_conv,
+    translation_variant_conv,
+)
+
+
+@pytest.fixture(params=["cpp", "eager"])
+def kernel(request, monkeypatch):
+    if request.param == "cpp" and kernels.cpu_extension() is None:
+        pytest.skip("no C++ toolchain here: the eager fallback is tested instead")
+    monkeypatch.setenv("TVCONV_KERNEL", request.param)
+    return request.param
+
+
+CASES = list(itertools.product((1, 3, 5), (1, 2, 3), (False, True), ((2, 3, 7, 9), (1, 8, 6, 6))))
+
+
+@pytest.mark.parametrize(("k", "stride", "with_bias", "shape"), CASES)
+def test_forward_and_backward_equal_the_reference(kernel, k, stride, with_bias, shape):
+    n, c, h, w = shape
+    oh, ow = output_size(h, k, stride), output_size(w, k, stride)
+    g = torch.Generator().manual_seed(k * 100 + stride * 10 + with_bias)
+    x = torch.randn(n, c, h, w, generator=g)
+    weight = torch.randn(c, k, k, oh, ow, generator=g)
+    bias = torch.randn(c, oh, ow, generator=g) if with_bias else None
+    grad = torch.randn(n, c, oh, ow, generator=g)
+    results = []
+    for op in (translation_variant_conv, reference_translation_variant_conv):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias) if t is not None]
+        out = op(*leaves, None, stride) if bias is None else op(*leaves, stride)
+        out.backward(grad)
+        results.append([out, *(t.grad for t in leaves)])
+    for fast, reference in zip(*results, strict=True):
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("k", "stride"), [(3, 1), (3, 2), (5, 2), (1, 1)])
+def test_gradcheck_float64(kernel, k, stride):
+    g = torch.Generator().manual_seed(0)
+    size = 6
+    out = output_size(size, k, stride)
+    x = torch.randn(2, 3, size, size - 1, dtype=torch.float64, generator=g)
+    weight = torch.randn(
+        3, k, k, out, output_size(size - 1, k, stride), dtype=torch.float64, generator=g
+    )
+    bias = torch.randn(3, *weight.shape[-2:], dtype=torch.float64, generator=g)
+    inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: translation_variant_conv(a, b, c, stride), inputs
+    )
+
+
+def test_channels_last_and_contiguous_inputs_agree(kernel):
+    x = torch.randn(2, 16, 12, 12)
+    weight = torch.randn(16, 3, 3, 12, 12)
+    out = translation_variant_conv(x, weight)
+    out_cl = translation_variant_conv(x.contiguous(memory_format=torch.channels_last), weight)
+    torch.testing.assert_close(out, out_cl, rtol=0, atol=0)
+
+
+def test_deployed_weight_is_stored_in_the_kernel_layout_and_round_trips():
+    weight, bias = torch.randn(6, 3, 3, 5, 7), torch.randn(6, 5, 7)
+    layer = TVConvDeploy.from_tensors(weight, bias, stride=1)
+    assert layer.weight.shape == (6, 3, 3, 5, 7)
+    assert layer.weight.permute(3, 1, 2, 4, 0).is_contiguous()  # (H, k, k, W, C) in memory
+    torch.testing.assert_close(layer.weight, weight, rtol=0, atol=0)
+    copy = TVConvDeploy(6, 5, 7, bias=True)
+    copy.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 6, 5, 7)
+    torch.testing.assert_close(copy(x), reference_translation_variant_conv(x, weight, bias))
+
+
+def test_cpp_training_step_saves_no_unfolded_input(kernel):
+    """Memory grows like a depthwise conv's: the backward keeps the input and the weights (a
+    k*k-times unfolded input would be 9x the input)."""
+    x = torch.randn(4, 8, 10, 10, requires_grad=True)
+    layer = TVConv(8, 10, 10, inter_channels=8, inter_layers=1)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        layer(x).sum().backward()
+    batch_sized = [t for t in saved if t.dim() == 4 and t.shape[0] == 4]
+    padded = 4 * 8 * 12 * 12  # the eager path keeps the zero-padded input, the C++ path x
+    assert sum(t.numel() for t in batch_sized) == (x.numel() if kernel == "cpp" else padded)
+
+
+def test_failed_build_falls_back_to_eager_with_one_warning(monkeypatch):
+    monkeypatch.setenv("TVCONV_KERNEL", "auto")
+    kernels.cpu_extension.cache_clear()
+
+    def no_compiler():
+        raise OSError("g++: command not found")
+
+    monkeypatch.setattr(kernels, "_build", no_compiler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert kernels.choose(torch.ones(1)) == "eager"
+            x, weight = torch.randn(2, 3, 6, 6), torch.randn(3, 3, 3, 6, 6)
+            torch.testing.assert_close(
+                translation_variant_conv(x, weight), reference_translation_variant_conv(x, weight)
+            )
+        messages = [str(w.message) for w in caught if "C++ kernel unavailable" in str(w.message)]
+        assert len(messages) == 1 and "g++: command not found" in messages[0]
+        monkeypatch.setenv("TVCONV_KERNEL", "cpp")
+        kernels.cpu_extension.cache_clear()
+        with pytest.raises(RuntimeError, match="TVCONV_KERNEL=cpp but the C\\+\\+ kernel failed"):
+            kernels.cpu_extension()
+    finally:
+        kernels.cpu_extension.cache_clear()
+
+
+def test_kernel_choice_per_dtype_and_setting(monkeypatch):
+    half = torch.ones(1, dtype=torch.bfloat16)
+    monkeypatch.setenv("TVCONV_KERNEL", "auto")
+    assert kernels.choose(half) == "eager"
+    assert kernels.choose(torch.ones(1), torch.ones(1, dtype=torch.float64)) == "eager"
+    monkeypatch.setenv("TVCONV_KERNEL", "eager")
+    assert kernels.choose(torch.ones(1)) == "eager"
+    monkeypatch.setenv("TVCONV_KERNEL", "cpp")
+    with pytest.raises(RuntimeError, match="CPU float32/float64"):
+        kernels.choose(half)
+    monkeypatch.setenv("TVCONV_KERNEL", "fast")
+    with pytest.raises(ValueError, match="TVCONV_KERNEL='fast'"):
+        kernels.choose(torch.ones(1))

@@ -1,0 +1,299 @@
+// CPU kernels of TVConv's core op: a depthwise convolution with a different k x k kernel at
+// every output pixel (see tvconv/ops.py for the definition and tvconv/kernels.py for the build).
+//
+//   out[n, c, y, x] = sum_{i,j} w[c, i, j, y, x] * in[n, c, s*y + i - p, s*x + j - p] (+ b[c, y, x])
+//
+// Layouts: activations channels-last (N, H, W, C in memory), weights packed as (H, k, k, W, C).
+// Then, for one output row and one tap, the output, weight and (at stride 1) input elements form
+// one contiguous run of (columns x channels) values: the inner loop is long, branch-free and
+// vectorises for any channel count and width. Zero padding p = (k - 1) / 2 is never
+// materialised: each tap's valid column range is computed once per row. Work is split over rows
+// so that no two threads write the same memory (the input gradient gathers per input row, the
+// weight gradient reduces over the batch per weight row).
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+struct Geometry {
+  int64_t batch, channels, in_h, in_w, out_h, out_w, k, stride, pad;
+};
+
+// input: (N, C, H_in, W_in) logical; packed weight: (H, k, k, W, C).
+Geometry geometry(at::IntArrayRef input, at::IntArrayRef packed, int64_t stride) {
+  return {input[0], input[1], input[2], input[3], packed[0], packed[3], packed[1], stride,
+          (packed[1] - 1) / 2};
+}
+
+void check(at::IntArrayRef input, at::IntArrayRef packed, int64_t stride) {
+  TORCH_CHECK(input.size() == 4 && packed.size() == 5,
+              "input (N, C, H, W) and packed weight (H, k, k, W, C) expected");
+  TORCH_CHECK(packed[1] == packed[2] && packed[1] % 2 == 1, "kernel must be k x k with odd k");
+  TORCH_CHECK(packed[4] == input[1], "weight channels differ from the input's");
+  TORCH_CHECK(stride >= 1, "stride must be >= 1");
+  const int64_t k = packed[1], pad = (k - 1) / 2;
+  TORCH_CHECK((input[2] + 2 * pad - k) / stride + 1 == packed[0] &&
+                  (input[3] + 2 * pad - k) / stride + 1 == packed[3],
+              "the weight's (H, W) must be the output size of the input");
+}
+
+// Output columns [lo, hi) whose input column s*x + offset lies in [0, in_w).
+inline void column_range(const Geometry& g, int64_t offset, int64_t& lo, int64_t& hi) {
+  lo = offset >= 0 ? 0 : (-offset + g.stride - 1) / g.stride;
+  const int64_t last = g.in_w - 1 - offset;
+  hi = last < 0 ? 0 : std::min(g.out_w, last / g.stride + 1);
+}
+
+// a[q] += b[q] * c[q]: one tap's run (at stride 1 all its (hi - lo) * C values, else one column).
+template <typename scalar_t>
+inline void multiply_add(scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+                         const scalar_t* __restrict__ c, int64_t count) {
+  for (int64_t q = 0; q < count; ++q) a[q] += b[q] * c[q];
+}
+
+// The common case, k = 3 at stride 1, for an output row whose three input rows all exist: over
+// the interior columns [1, W - 1) all nine taps are summed in one pass, so the output is loaded
+// and stored once instead of nine times. `w` points at the row's first weight run (tap (0, 0),
+// column 1); runs of consecutive taps are `step` apart.
+template <typename scalar_t>
+void fused_3x3_row(scalar_t* __restrict__ out, const scalar_t* __restrict__ w, int64_t step,
+                   const scalar_t* __restrict__ above, const scalar_t* __restrict__ middle,
+                   const scalar_t* __restrict__ below, int64_t C, int64_t count) {
+  const scalar_t *w00 = w, *w01 = w + step, *w02 = w + 2 * step;
+  const scalar_t *w10 = w + 3 * step, *w11 = w + 4 * step, *w12 = w + 5 * step;
+  const scalar_t *w20 = w + 6 * step, *w21 = w + 7 * step, *w22 = w + 8 * step;
+  for (int64_t q = 0; q < count; ++q) {
+    out[q] += w00[q] * above[q - C] + w01[q] * above[q] + w02[q] * above[q + C] +
+              w10[q] * middle[q - C] + w11[q] * middle[q] + w12[q] * middle[q + C] +
+              w20[q] * below[q - C] + w21[q] * below[q] + w22[q] * below[q + C];
+  }
+}
+
+// The same at stride 2: per interior output column, its C channels summed over the nine taps,
+// the input columns two apart.
+template <typename scalar_t>
+void fused_3x3_row_stride2(scalar_t* __restrict__ out, const scalar_t* __restrict__ w,
+                           int64_t step, const scalar_t* __restrict__ above,
+                           const scalar_t* __restrict__ middle,
+                           const scalar_t* __restrict__ below, int64_t C, int64_t columns) {
+  for (int64_t x = 0; x < columns; ++x) {
+    scalar_t* __restrict__ o = out + x * C;
+    const scalar_t* __restrict__ wx = w + x * C;
+    const scalar_t *a = above + 2 * x * C, *m = middle + 2 * x * C, *b = below + 2 * x * C;
+    for (int64_t c = 0; c < C; ++c) {
+      o[c] += wx[c] * a[c - C] + wx[step + c] * a[c] + wx[2 * step + c] * a[c + C] +
+              wx[3 * step + c] * m[c - C] + wx[4 * step + c] * m[c] +
+              wx[5 * step + c] * m[c + C] + wx[6 * step + c] * b[c - C] +
+              wx[7 * step + c] * b[c] + wx[8 * step + c] * b[c + C];
+    }
+  }
+}
+
+template <typename scalar_t>
+void forward_rows(const Geometry& g, scalar_t* out, const scalar_t* packed, const scalar_t* in) {
+  const int64_t C = g.channels, row_out = g.out_w * C, row_in = g.in_w * C;
+  // r = y * batch + n: a thread's consecutive rows share y, so the row's k*k weight runs stay in
+  // cache across the batch instead of being streamed again for every image.
+  at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const int64_t y = r / g.batch, n = r % g.batch;
+      scalar_t* out_row = out + (n * g.out_h + y) * row_out;
+      int64_t fused_lo = 0, fused_hi = 0;  // columns done by a fused 3x3 pass
+      const int64_t centre = y * g.stride;     // input row of tap i = 1
+      if (g.k == 3 && g.stride <= 2 && centre >= 1 && centre + 1 < g.in_h) {
+        fused_lo = 1;  // columns whose three input columns all exist
+        fused_hi = std::min(g.out_w, (g.in_w - 2) / g.stride + 1);
+      }
+      if (fused_hi > fused_lo) {
+        const scalar_t* middle = in + (n * g.in_h + centre) * row_in + g.stride * fused_lo * C;
+        const scalar_t* w = packed + y * 9 * row_out + fused_lo * C;
+        if (g.stride == 1) {
+          fused_3x3_row(out_row + fused_lo * C, w, row_out, middle - row_in, middle,
+                        middle + row_in, C, (fused_hi - fused_lo) * C);
+        } else {
+          fused_3x3_row_stride2(out_row + fused_lo * C, w, row_out, middle - row_in, middle,
+                                middle + row_in, C, fused_hi - fused_lo);
+        }
+      } else {
+        fused_lo = fused_hi = 0;
+      }
+      for (int64_t i = 0; i < g.k; ++i) {
+        const int64_t iy = y * g.stride + i - g.pad;
+        if (iy < 0 || iy >= g.in_h) continue;
+        const scalar_t* in_row = in + (n * g.in_h + iy) * row_in;
+        for (int64_t j = 0; j < g.k; ++j) {
+          const int64_t offset = j - g.pad;
+          int64_t lo, hi;
+          column_range(g, offset, lo, hi);
+          if (hi <= lo) continue;
+          const scalar_t* w_row = packed + ((y * g.k + i) * g.k + j) * row_out;
+          if (g.stride == 1) {
+            // the columns left of and right of the fused range (all of them when not fused)
+            const int64_t left_hi = fused_hi > fused_lo ? std::min(hi, fused_lo) : hi;
+            if (left_hi > lo) {
+              multiply_add(out_row + lo * C, w_row + lo * C, in_row + (lo + offset) * C,
+                           (left_hi - lo) * C);
+            }
+            const int64_t right_lo = std::max(lo, fused_hi);
+            if (fused_hi > fused_lo && hi > right_lo) {
+              multiply_add(out_row + right_lo * C, w_row + right_lo * C,
+                           in_row + (right_lo + offset) * C, (hi - right_lo) * C);
+            }
+          } else {
+            for (int64_t x = lo; x < hi; ++x) {
+              if (x >= fused_lo && x < fused_hi) continue;
+              multiply_add(out_row + x * C, w_row + x * C,
+                           in_row + (x * g.stride + offset) * C, C);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void input_grad_rows(const Geometry& g, scalar_t* grad_in, const scalar_t* packed,
+                     const scalar_t* grad_out) {
+  const int64_t C = g.channels, row_out = g.out_w * C, row_in = g.in_w * C;
+  at::parallel_for(0, g.batch * g.in_h, 1, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const int64_t iy = r / g.batch, n = r % g.batch;  // weight reuse, as in the forward
+      scalar_t* grad_row = grad_in + (n * g.in_h + iy) * row_in;
+      for (int64_t i = 0; i < g.k; ++i) {
+        const int64_t t = iy + g.pad - i;  // = stride * y for the output row y that reads iy
+        if (t < 0 || t % g.stride != 0 || t / g.stride >= g.out_h) continue;
+        const int64_t y = t / g.stride;
+        const scalar_t* go_row = grad_out + (n * g.out_h + y) * row_out;
+        for (int64_t j = 0; j < g.k; ++j) {
+          const int64_t offset = j - g.pad;
+          int64_t lo, hi;
+          column_range(g, offset, lo, hi);
+          if (hi <= lo) continue;
+          const scalar_t* w_row = packed + ((y * g.k + i) * g.k + j) * row_out;
+          if (g.stride == 1) {
+            multiply_add(grad_row + (lo + offset) * C, w_row + lo * C, go_row + lo * C,
+                         (hi - lo) * C);
+          } else {
+            for (int64_t x = lo; x < hi; ++x) {
+              multiply_add(grad_row + (x * g.stride + offset) * C, w_row + x * C,
+                           go_row + x * C, C);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void weight_grad_rows(const Geometry& g, scalar_t* grad_packed, const scalar_t* in,
+                      const scalar_t* grad_out) {
+  const int64_t C = g.channels, row_out = g.out_w * C, row_in = g.in_w * C;
+  at::parallel_for(0, g.out_h * g.k, 1, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const int64_t y = r / g.k, i = r % g.k;
+      const int64_t iy = y * g.stride + i - g.pad;
+      if (iy < 0 || iy >= g.in_h) continue;
+      for (int64_t j = 0; j < g.k; ++j) {
+        const int64_t offset = j - g.pad;
+        int64_t lo, hi;
+        column_range(g, offset, lo, hi);
+        if (hi <= lo) continue;
+        scalar_t* gw_row = grad_packed + ((y * g.k + i) * g.k + j) * row_out;
+        for (int64_t n = 0; n < g.batch; ++n) {
+          const scalar_t* go_row = grad_out + (n * g.out_h + y) * row_out;
+          const scalar_t* in_row = in + (n * g.in_h + iy) * row_in;
+          if (g.stride == 1) {
+            multiply_add(gw_row + lo * C, go_row + lo * C, in_row + (lo + offset) * C,
+                         (hi - lo) * C);
+          } else {
+            for (int64_t x = lo; x < hi; ++x) {
+              multiply_add(gw_row + x * C, go_row + x * C,
+                           in_row + (x * g.stride + offset) * C, C);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+at::Tensor channels_last(const at::Tensor& t) {
+  return t.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+void check_operands(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(), "CPU tensors expected");
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "operand dtypes differ");
+}
+
+// (C, k, k, H, W) -> (H, k, k, W, C), contiguous.
+at::Tensor pack_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 5, "weight (C, k, k, H, W) expected");
+  return weight.permute({3, 1, 2, 4, 0}).contiguous();
+}
+
+at::Tensor forward(const at::Tensor& input_, const at::Tensor& packed_,
+                   const c10::optional<at::Tensor>& bias, int64_t stride) {
+  check_operands(input_, packed_);
+  check(input_.sizes(), packed_.sizes(), stride);
+  const at::Tensor input = channels_last(input_), packed = packed_.contiguous();
+  const Geometry g = geometry(input.sizes(), packed.sizes(), stride);
+  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options(),
+                             at::MemoryFormat::ChannelsLast);
+  if (bias.has_value() && bias->defined()) {
+    out.copy_(bias->unsqueeze(0).expand_as(out));
+  } else {
+    out.zero_();
+  }
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tvconv_forward", [&] {
+    forward_rows<scalar_t>(g, out.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(),
+                           input.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+at::Tensor input_grad(const at::Tensor& grad_out_, const at::Tensor& packed_,
+                      std::vector<int64_t> input_size, int64_t stride) {
+  check_operands(grad_out_, packed_);
+  check(input_size, packed_.sizes(), stride);
+  const at::Tensor grad_out = channels_last(grad_out_), packed = packed_.contiguous();
+  const Geometry g = geometry(input_size, packed.sizes(), stride);
+  at::Tensor grad_in =
+      at::empty(input_size, grad_out.options(), at::MemoryFormat::ChannelsLast).zero_();
+  AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "tvconv_input_grad", [&] {
+    input_grad_rows<scalar_t>(g, grad_in.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(),
+                              grad_out.data_ptr<scalar_t>());
+  });
+  return grad_in;
+}
+
+// Returns the gradient in the (C, k, k, H, W) layout of the unpacked weight (a permuted view).
+at::Tensor weight_grad(const at::Tensor& grad_out_, const at::Tensor& input_,
+                       std::vector<int64_t> packed_size, int64_t stride) {
+  check_operands(grad_out_, input_);
+  check(input_.sizes(), packed_size, stride);
+  const at::Tensor grad_out = channels_last(grad_out_), input = channels_last(input_);
+  const Geometry g = geometry(input.sizes(), packed_size, stride);
+  at::Tensor grad_packed = at::zeros(packed_size, input.options());
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tvconv_weight_grad", [&] {
+    weight_grad_rows<scalar_t>(g, grad_packed.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
+                               grad_out.data_ptr<scalar_t>());
+  });
+  return grad_packed.permute({4, 1, 2, 0, 3});
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pack_weight", &pack_weight, "(C, k, k, H, W) -> the kernels' (H, k, k, W, C) layout");
+  m.def("forward", &forward, "TVConv core op, forward (CPU, channels-last output)");
+  m.def("input_grad", &input_grad, "gradient w.r.t. the input (CPU, channels-last)");
+  m.def("weight_grad", &weight_grad, "gradient w.r.t. the (C, k, k, H, W) weight (CPU)");
+}

@@ -1,0 +1,142 @@
+"""Fast kernels behind TVConv's core op, chosen per device, with the eager path as fallback.
+
+- ``cpp`` (CPU, float32/float64): ``csrc/translation_variant.cpp``, built on first use with
+  ``torch.utils.cpp_extension`` (about 45 s on 2 cores; cached under ``TORCH_EXTENSIONS_DIR``, one
+  build per source version, CPU and torch version). Channels-last activations and weights packed
+  as (H, k, k, W, C), so every tap is one long contiguous multiply-add; 3x3 taps fused into one
+  pass per output row; padding never materialised; forward, input and weight gradients.
+- ``eager``: shift-and-accumulate over the k*k taps in PyTorch ops (``tvconv.ops``); any device
+  and dtype. The CUDA path (no per-pixel-kernel op in cuDNN).
+
+The choice, measured side by side by ``make bench-kernels`` (2-core Xeon, MobileNetV2-face x0.1
+layer shapes at 96 px, batch 32, ratio to ``F.conv2d(groups=C)``): the eager taps took a median
+6.0x (worst 13.7x), since each tap reads and writes the whole output; a first C++ kernel in the
+NCHW layout still 3.9x (its inner loops ran over one short row of one channel); the
+channels-last kernel 1.4x (worst 2.5x; at batch 1 0.4x), with training steps at 1.6x and 1.41x
+the depthwise conv's peak memory. torch.compile was not used on CPU: it recompiles per layer
+shape (17 per model) and needs the same compiler as the extension. On an H200 the eager taps
+took 4-20x cuDNN's depthwise time at batch 32-256 (launch-bound: 9 small kernels per call);
+torch.compile of the tap loop (Triton) took 0.69x and 1.05x on the two shapes it compiled at
+batch 256, fp32 (benchmarks/gpu_check.py): the way to a fast CUDA path, not wired in yet.
+
+``TVCONV_KERNEL`` = ``auto`` (default: ``cpp`` where it applies and builds), ``cpp`` (fail if it
+cannot build) or ``eager``. A failed build warns once and falls back to ``eager``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import warnings
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+SOURCE = Path(__file__).parent / "csrc" / "translation_variant.cpp"
+CHOICES = ("auto", "cpp", "eager")
+CPP_DTYPES = (torch.float32, torch.float64)
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
+
+
+_FORCED: list[str] = []  # innermost ``forced`` choice last
+
+
+@contextlib.contextmanager
+def forced(choice: str) -> Iterator[None]:
+    """Use ``choice`` inside the block whatever ``TVCONV_KERNEL`` says (the MAC counters trace
+    the eager path: an opaque C++ call would count as zero)."""
+    if choice not in CHOICES:
+        raise ValueError(f"kernel choice {choice!r}; expected one of {', '.join(CHOICES)}")
+    _FORCED.append(choice)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
+def requested() -> str:
+    if _FORCED:
+        return _FORCED[-1]
+    choice = os.environ.get("TVCONV_KERNEL", "auto")
+    if choice not in CHOICES:
+        raise ValueError(f"TVCONV_KERNEL={choice!r}; expected one of {', '.join(CHOICES)}")
+    return choice
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU model and its flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = platform.processor()
+    lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))]
+    return "\n".join(sorted(set(lines))) + platform.machine()
+
+
+def extension_name() -> str:
+    digest = hashlib.sha256(
+        SOURCE.read_bytes()
+        + " ".join(CFLAGS).encode()
+        + _cpu_signature().encode()
+        + torch.__version__.encode()
+    ).hexdigest()[:12]
+    return f"tvconv_cpu_{digest}"
+
+
+@cache
+def _build() -> ModuleType:
+    from torch.utils.cpp_extension import load
+
+    return load(
+        name=extension_name(),
+        sources=[str(SOURCE)],
+        extra_cflags=list(CFLAGS),
+        extra_ldflags=["-fopenmp"],
+        verbose=False,
+    )
+
+
+@cache
+def cpu_extension() -> ModuleType | None:
+    """The built C++ kernels, or None (with one warning) when they cannot be built here."""
+    try:
+        return _build()
+    except Exception as error:  # no compiler, no ninja, a build error: the eager path works
+        if requested() == "cpp":
+            message = f"TVCONV_KERNEL=cpp but the C++ kernel failed to build: {error}"
+            raise RuntimeError(message) from error
+        warnings.warn(
+            f"TVConv C++ kernel unavailable ({type(error).__name__}: {str(error)[:200]}); "
+            "using the eager PyTorch path (slower, same results)",
+            stacklevel=3,
+        )
+        return None
+
+
+def packed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The weight in the C++ kernels' (H, k, k, W, C) layout: a view when it is stored that way
+    (``TVConvDeploy``), else a packed copy (the training form's freshly generated weights)."""
+    return cpu_extension().pack_weight(weight)
+
+
+def choose(*tensors: torch.Tensor | None) -> str:
+    """``cpp`` or ``eager`` for these operands."""
+    choice = requested()
+    if choice == "eager":
+        return "eager"
+    present = [t for t in tensors if t is not None]
+    applies = all(t.device.type == "cpu" and t.dtype in CPP_DTYPES for t in present)
+    dtypes = {t.dtype for t in present}
+    if not applies or len(dtypes) != 1:
+        if choice == "cpp":
+            raise RuntimeError(
+                "TVCONV_KERNEL=cpp needs CPU float32/float64 operands of one dtype, got "
+                f"{sorted({(t.device.type, str(t.dtype)) for t in present})}"
+            )
+        return "eager"
+    return "cpp" if cpu_extension() is not None else "eager"
