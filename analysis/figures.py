@@ -21,7 +21,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.frame import AUGMENT_ORDER, complete_runs, select_rank, value_rank
+from analysis.frame import (
+    AUGMENT_ORDER,
+    batch_thread_suffixes,
+    complete_runs,
+    select_rank,
+    split_profile,
+    value_rank,
+)
 from analysis.stats import paired_differences, summarise
 from analysis.tables import HEADLINE
 
@@ -518,9 +525,7 @@ def model_label(model_name: str) -> str:
 def profile_figure(runs: pd.DataFrame, stem: Path) -> list[Path]:
     """Throughput vs batch (deployed form at 1 and 2 threads, training form), the TVConv / dw
     time ratio of each deployed model, MACs per counter, and the single-layer grid."""
-    usable = complete_runs(runs)
-    is_layer = usable.get("profile.layer_channels", pd.Series(0, index=usable.index)) > 0
-    models, layers = usable[~is_layer], usable[is_layer]
+    models, layers = split_profile(runs)
     deploy = models[models["profile.form"] == "deploy"]
     with style():
         fig, axes = plt.subplots(3, 2, figsize=(10, 11))
@@ -619,14 +624,7 @@ def _ratio_panel(ax: plt.Axes, deploy: pd.DataFrame) -> None:
         if dw.empty or tv.empty:
             continue
         pairs.append((f"{model_label(model)} @{size}", dw.iloc[0], tv.iloc[0]))
-    suffixes = sorted(
-        {
-            c[len("latency_ms_") :]
-            for c in deploy.columns
-            if c.startswith("latency_ms_") and deploy[c].notna().any()
-        },
-        key=lambda s: (int(s.split("_t")[1]), int(s[1:].split("_")[0])),
-    )
+    suffixes = batch_thread_suffixes(deploy, "latency_ms")
     if not pairs or not suffixes:
         _empty(ax, "no dw / TVConv pairs")
         return
@@ -700,14 +698,7 @@ def _layer_panel(ax: plt.Axes, layers: pd.DataFrame) -> None:
             strict=True,
         )
     ]
-    suffixes = sorted(
-        {
-            c[len("ratio_") :]
-            for c in layers.columns
-            if c.startswith("ratio_") and layers[c].notna().any()
-        },
-        key=lambda s: (int(s.split("_t")[1]), int(s[1:].split("_")[0])),
-    )
+    suffixes = batch_thread_suffixes(layers, "ratio")
     width = 0.8 / max(len(suffixes), 1)
     for i, suffix in enumerate(suffixes):
         batch, threads = suffix[1:].split("_t")

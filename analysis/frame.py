@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class StudyFrame:
     unreadable: list[tuple[Path, str]]  # files the store could not read, and why
     study: str
     preset: str
+    records: dict[str, dict]  # the records themselves, by run_id
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -221,8 +223,27 @@ def load_records(records: list[dict]) -> pd.DataFrame:
 def load_study(study: str, preset: str = "quick", root: str | Path = "results") -> StudyFrame:
     """Every record of ``results/<study>/<preset>/runs`` as a StudyFrame."""
     records, unreadable = Store(Path(root), study, preset).records()
-    return StudyFrame(load_records(records), unreadable, study, preset)
+    by_id = {record["run_id"]: record for record in records}
+    return StudyFrame(load_records(records), unreadable, study, preset, by_id)
 
 
 def complete_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == "complete"].reset_index(drop=True)
+
+
+def split_profile(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A profile study's complete runs as (model runs, single-layer runs)."""
+    usable = complete_runs(runs)
+    is_layer = usable.get("profile.layer_channels", pd.Series(0, index=usable.index)) > 0
+    return usable[~is_layer], usable[is_layer]
+
+
+def batch_thread_suffixes(runs: pd.DataFrame, prefix: str) -> list[str]:
+    """``b<batch>_t<threads>`` suffixes of the ``<prefix>_b*_t*`` metrics, by threads then
+    batch."""
+    found = set()
+    for column in runs.columns:
+        match = re.fullmatch(rf"{prefix}_b(\d+)_t(\d+)", column)
+        if match and runs[column].notna().any():
+            found.add((int(match[2]), int(match[1])))
+    return [f"b{batch}_t{threads}" for threads, batch in sorted(found)]

@@ -102,9 +102,7 @@ def _affinity(frame: StudyFrame, folder: Path) -> list[Path]:
     models_dir = folder / "models"
     if not models_dir.is_dir():
         return []
-    records, _ = Store(folder.parent.parent, frame.study, frame.preset).records()
-    by_id = {record["run_id"]: record for record in records}
-    entries = inspect.affinity_entries(frame.runs, by_id, models_dir)
+    entries = inspect.affinity_entries(frame.runs, frame.records, models_dir)
     if not entries:
         return []
     if frame.study not in ("init", "aug"):

@@ -55,14 +55,14 @@ def summarise(values: np.ndarray | list[float]) -> dict:
     }
 
 
-def aggregate(runs: pd.DataFrame, metric: str, by: str = "cell") -> pd.DataFrame:
+def aggregate(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell (in ``cell_order``): ``n, mean, std, ci_low, ci_high`` of ``metric`` over
     the complete runs."""
     usable = complete_runs(runs)
     rows = []
-    for cell in cell_order(usable) if by == "cell" else sorted(usable[by].unique()):
-        values = usable.loc[usable[by] == cell, metric] if metric in usable else []
-        rows.append({by: cell, "metric": metric, **summarise(values)})
+    for cell in cell_order(usable):
+        values = usable.loc[usable["cell"] == cell, metric] if metric in usable else []
+        rows.append({"cell": cell, "metric": metric, **summarise(values)})
     return pd.DataFrame(rows)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.frame import cell_order, complete_runs
+from analysis.frame import batch_thread_suffixes, cell_order, complete_runs, split_profile
 from analysis.stats import FEW_SEEDS, aggregate, aggregate_paired
 from tvconv.data.synthetic import BENCHMARKS
 
@@ -182,23 +182,11 @@ def _paired_text(row: pd.Series) -> str:
     return f"{number(row['mean'], sign=True)}{interval} ({int(row['wins'])}/{int(row['n'])})"
 
 
-def _bt_suffixes(runs: pd.DataFrame, prefix: str) -> list[str]:
-    """``b<batch>_t<threads>`` suffixes of the ``<prefix>_b*_t*`` metrics, by threads then
-    batch."""
-    found = set()
-    for column in runs.columns:
-        match = re.fullmatch(rf"{prefix}_b(\d+)_t(\d+)", column)
-        if match and runs[column].notna().any():
-            found.add((int(match[2]), int(match[1])))
-    return [f"b{batch}_t{threads}" for threads, batch in sorted(found)]
-
-
 def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
     """(models table, single-layer table, long numbers)."""
     usable = complete_runs(runs)
-    is_layer = usable.get("profile.layer_channels", pd.Series(0, index=usable.index)) > 0
-    model_runs, layer_runs = usable[~is_layer], usable[is_layer]
-    suffixes = _bt_suffixes(model_runs, "latency_ms")
+    model_runs, layer_runs = split_profile(usable)
+    suffixes = batch_thread_suffixes(model_runs, "latency_ms")
     header = ["model", "input", "atom", "form", "MMACs", "params (M)", "deployed params (M)"]
     header += [f"ms {s.replace('_', ' ')}" for s in suffixes]
     rows = []
@@ -224,7 +212,7 @@ def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
             "(b = batch size, t = threads; train form: a full training step)."
         ],
     )
-    ratio_suffixes = _bt_suffixes(layer_runs, "ratio")
+    ratio_suffixes = batch_thread_suffixes(layer_runs, "ratio")
     layer_rows = [
         [
             str(row["profile.layer_channels"]),
