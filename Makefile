@@ -22,7 +22,8 @@ endef
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint format clean data-preview studies ablation-aug ablation-init \
-	ablation-weightgen ablation-depth ablations tradeoff profile figures bench-kernels wandb-sync
+	ablation-weightgen ablation-depth ablation-seg ablations tradeoff profile figures bench-kernels \
+	wandb-sync
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -66,6 +67,9 @@ ablation-weightgen: setup  ## question 3: weight-generator width x depth
 
 ablation-depth: setup  ## question 4: where to insert TVConv
 	$(call run_and_render,depth)
+
+ablation-seg: setup  ## segmentation: ASPP variant x held-out fundus domain
+	$(call run_and_render,seg)
 
 ablations: ablation-aug ablation-init ablation-weightgen ablation-depth  ## all four questions
 

@@ -3,8 +3,9 @@
 Writes ``results/<study>/<preset>/{tables,figures}/`` and prints the Markdown table; ``layout``
 renders the paper's Fig. 1 from the embedded data (``--real DIR`` adds a face image folder).
 ``--all`` renders every study and preset that has records (``make figures``); ``--readme
-README.md`` then regenerates the README's results block from the rendered files. Exit codes: 0 done,
-2 bad arguments or a study without complete runs.
+README.md`` then regenerates the README's results block from the rendered files. A question asked
+of the fundus task (``python -m studies run init task=fundus``) is the study ``init-fundus``.
+Exit codes: 0 done, 2 bad arguments or a study without complete runs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ import sys
 from pathlib import Path
 
 from analysis.report import LAYOUT, Report, render, render_layout, update_readme
+from studies.config import TASKS
 from studies.spec import PRESETS, list_studies
 from studies.store import DEFAULT_ROOT, Store
+
+
+def study_names() -> list[str]:
+    """Every study, and every study asked of another task (``<study>-<task>``)."""
+    return [*list_studies(), *(f"{s}-{t}" for s in list_studies() for t in TASKS)]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +47,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.all:
         return [
             (study, preset)
-            for study in list_studies()
+            for study in study_names()
             for preset in PRESETS
             if any(Store(args.results, study, preset).runs_dir.glob("*.json"))
         ]
@@ -62,11 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.studies and not args.all and args.readme is None:
         parser.error("name a STUDY (or layout), or pass --all or --readme")
-    known = {*list_studies(), LAYOUT}
-    unknown = [s for s in args.studies if s not in known]
+    unknown = [s for s in args.studies if s not in {*study_names(), LAYOUT}]
     if unknown:
+        known = ", ".join([*list_studies(), LAYOUT])
         parser.error(
-            f"unknown study {', '.join(unknown)}; expected any of: {', '.join(sorted(known))}"
+            f"unknown study {', '.join(unknown)}; expected any of: {known} "
+            "(or <study>-fundus for a question asked of the fundus task)"
         )
     if args.real is not None and not args.real.is_dir():
         parser.error(f"--real {args.real}: not a folder (expected <identity>/<image> files)")

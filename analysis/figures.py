@@ -30,13 +30,14 @@ from analysis.frame import (
     value_rank,
 )
 from analysis.stats import paired_differences, summarise
-from analysis.tables import HEADLINE
+from analysis.tables import HEADLINE, SEG_HEADLINE
 
-ATOM_COLOURS = {"dw": "#0072B2", "tvconv": "#D55E00"}
-ATOM_LABELS = {"dw": "depthwise", "tvconv": "TVConv"}
+ATOM_COLOURS = {"aspp": "#009E73", "dw": "#0072B2", "tvconv": "#D55E00"}
+ATOM_LABELS = {"aspp": "ASPP (dilated)", "dw": "depthwise", "tvconv": "TVConv"}
 EXTRA_COLOURS = ("#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 ACC_LABEL = "mean verification accuracy (%)"
 GAP_LABEL = "TVConv − depthwise (pp, paired by seed)"
+METRIC_LABELS = {HEADLINE: ACC_LABEL, SEG_HEADLINE: "mean Dice of cup and disc (%)"}
 RC = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -129,6 +130,10 @@ def _categorical_axis(ax: plt.Axes, labels: list[str], xlabel: str, rotation: in
     ax.set_xlim(-0.5, len(labels) - 0.5)
 
 
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
 # ----------------------------------------------------------------- question 1: augmentation
 
 
@@ -150,7 +155,7 @@ def aug_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list[P
             x = np.array([order.index(v) for v in summary["level"]]) + offset
             _points(left, x, summary, ATOM_COLOURS[atom], ATOM_LABELS[atom])
         _categorical_axis(left, order, "augmentation (layout-preserving → destroying)", 30)
-        left.set_ylabel(ACC_LABEL)
+        left.set_ylabel(metric_label(metric))
         left.set_title("accuracy per augmentation")
         left.legend(loc="best")
         pairs = paired_differences(runs, metric)
@@ -197,7 +202,7 @@ def init_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list[
                 linestyle="none",
             )
         _categorical_axis(left, inits, "affinity-map initialisation")
-        left.set_ylabel(ACC_LABEL)
+        left.set_ylabel(metric_label(metric))
         left.set_title("accuracy per initialisation")
         left.legend(loc="best")
         by_maps = tv[tv["model.init"] == default_init]
@@ -215,7 +220,7 @@ def init_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list[
         right.set_xticks(np.log2(np.array(counts, dtype=float)))
         right.set_xticklabels([str(c) for c in counts])
         right.set_xlabel("affinity maps c_A (log scale)")
-        right.set_ylabel(ACC_LABEL)
+        right.set_ylabel(metric_label(metric))
         right.set_title("accuracy vs number of affinity maps")
         right.legend(loc="best")
         fig.tight_layout()
@@ -284,7 +289,7 @@ def weightgen_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> 
         left.set_ylabel("generator depth (inter layers)")
         left.set_title("TVConv accuracy (%), mean ± std over seeds")
         left.grid(False)
-        fig.colorbar(image, ax=left, label=ACC_LABEL, fraction=0.05)
+        fig.colorbar(image, ax=left, label=metric_label(metric), fraction=0.05)
         labels = []
         for label, frame, colour in controls:
             if frame.empty:
@@ -293,7 +298,7 @@ def weightgen_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> 
             _points(right, np.array([len(labels)]), summary, colour, label, linestyle="none")
             labels.append(label)
         _categorical_axis(right, labels, "control")
-        right.set_ylabel(ACC_LABEL)
+        right.set_ylabel(metric_label(metric))
         right.set_title("controls")
         fig.tight_layout()
         return save(fig, stem)
@@ -322,7 +327,7 @@ def depth_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list
             one = pd.DataFrame([row._asdict()])
             _points(ax, np.array([i]), one, ATOM_COLOURS[atom], None, linestyle="none")
         _categorical_axis(ax, order, "TVConv insertion pattern (sites, shallow → deep)", 30)
-        ax.set_ylabel(ACC_LABEL)
+        ax.set_ylabel(metric_label(metric))
         ax.set_title("accuracy vs where TVConv replaces the depthwise conv")
         cost = ax.twinx()
         cost.plot(
@@ -715,3 +720,80 @@ def _layer_panel(ax: plt.Axes, layers: pd.DataFrame) -> None:
     ax.set_ylabel("cached TVConv / depthwise time")
     ax.set_title("single layer: cached TVConv vs depthwise conv")
     ax.legend(fontsize=7, ncol=2, loc="upper right")
+
+
+# --------------------------------------------------------------------------- segmentation
+
+
+def seg_figure(runs: pd.DataFrame, stem: Path) -> list[Path]:
+    """Dice of cup and disc per held-out domain, one series per ASPP variant (mean, 95% CI,
+    seeds), with the image-blind layout prior as a black bar."""
+    usable = complete_runs(runs)
+    domains = sorted(int(d) for d in usable["data.held_out"].unique())
+    atoms = [a for a in ATOM_LABELS if a in set(usable["model.atom"])]
+    with style():
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=False)
+        for ax, structure in zip(axes, ("cup", "disc"), strict=True):
+            metric = f"dice_{structure}_pct"
+            for i, atom in enumerate(atoms):
+                offset = (i - (len(atoms) - 1) / 2) * 0.14
+                summary = _summary_by(
+                    usable[usable["model.atom"] == atom], "data.held_out", metric, domains
+                )
+                x = np.array([domains.index(d) for d in summary["data.held_out"]]) + offset
+                _points(ax, x, summary, ATOM_COLOURS[atom], ATOM_LABELS[atom], linestyle="none")
+            prior = usable.groupby("data.held_out")[f"prior_dice_{structure}_pct"].mean()
+            ax.scatter(
+                [domains.index(d) for d in prior.index],
+                prior.to_numpy(),
+                marker="_",
+                s=400,
+                color="#000000",
+                label="layout prior",
+            )
+            _categorical_axis(ax, [f"domain {d}" for d in domains], "held-out domain")
+            ax.set_ylabel(f"{structure} Dice (%)")
+            ax.set_title(f"optic {structure}, leave-one-domain-out")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 0.92))
+        return save(fig, stem)
+
+
+def _mask_colours(masks: np.ndarray) -> np.ndarray:
+    """(2, H, W) cup / disc masks -> an RGB picture: background black, rim grey, cup white."""
+    picture = np.zeros((*masks.shape[1:], 3))
+    picture[masks[1]] = 0.5
+    picture[masks[0]] = 1.0
+    return picture
+
+
+def seg_examples_figure(examples: list[dict], stem: Path) -> list[Path]:
+    """One row per example: the image, the ground truth and each variant's post-processed
+    prediction (dicts with ``domain``, ``image`` (3, H, W) uint8, ``truth`` (2, H, W) bool and
+    ``predictions`` {atom: (2, H, W) bool})."""
+    if not examples:
+        raise ValueError("seg_examples_figure needs at least one example")
+    atoms = [a for a in ATOM_LABELS if a in examples[0]["predictions"]]
+    columns = 2 + len(atoms)
+    with style():
+        fig, axes = plt.subplots(
+            len(examples), columns, figsize=(1.6 * columns, 1.7 * len(examples)), squeeze=False
+        )
+        for row, example in zip(axes, examples, strict=True):
+            panels = [
+                ("image", np.transpose(np.asarray(example["image"]), (1, 2, 0))),
+                ("ground truth", _mask_colours(np.asarray(example["truth"]))),
+            ] + [
+                (ATOM_LABELS[a], _mask_colours(np.asarray(example["predictions"][a])))
+                for a in atoms
+            ]
+            for ax, (title, picture) in zip(row, panels, strict=True):
+                ax.imshow(picture, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                ax.set_title(title, fontsize=8)
+            row[0].set_ylabel(f"domain {example['domain']}", fontsize=8)
+        fig.tight_layout()
+        return save(fig, stem)

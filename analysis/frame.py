@@ -33,6 +33,7 @@ TVCONV_ONLY_FIELDS = ("atom", "select", *TVCONV_OPTIONS)
 # Sort order of the axes (earlier = more significant) and of the values of the categorical ones.
 AXIS_PRIORITY = (
     "model.atom",
+    "data.held_out",
     "data.synthetic.layout",
     "model.name",
     "profile.layer_channels",
@@ -51,7 +52,7 @@ AXIS_PRIORITY = (
 )
 AUGMENT_ORDER = tuple(LEVELS)
 VALUE_ORDER = {
-    "model.atom": ("dw", "tvconv"),
+    "model.atom": ("aspp", "dw", "tvconv"),
     "profile.atom": ("dw", "tvconv"),
     "data.synthetic.layout": ("aligned", "free"),
     "data.augment": AUGMENT_ORDER,

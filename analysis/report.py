@@ -13,12 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from analysis import figures, inspect
 from analysis.frame import StudyFrame, complete_runs, load_study
-from analysis.tables import Table, face_table, profile_tables
+from analysis.tables import (
+    SEG_HEADLINE,
+    Table,
+    face_table,
+    fundus_table,
+    profile_tables,
+    seg_domain_table,
+)
 from studies.store import Store
 from studies.tracking import Tracker
+from tvconv.metrics import postprocess
 
 FACE_FIGURES = {
     "aug": figures.aug_figure,
@@ -98,6 +107,70 @@ def _face_report(frame: StudyFrame, folder: Path, root: Path) -> tuple[str, list
     return table.markdown(), tables, figure_paths, table
 
 
+def _fundus_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, Table]:
+    """A fundus study: the per-cell table; the segmentation study (several held-out domains)
+    adds the paper's domain table, the per-domain Dice figure and example predictions; a face
+    question asked of the fundus task (``init-fundus``) gets its question's figure."""
+    table, numbers = fundus_table(frame.runs)
+    title = f"{frame.study} / {frame.preset}"
+    tables_dir, stem = folder / "tables", folder / "figures" / frame.study
+    tables = [
+        *_write_table(tables_dir, frame.study, table, title),
+        _csv(tables_dir, frame.study, numbers),
+    ]
+    usable = complete_runs(frame.runs)
+    markdown = table.markdown()
+    figure_paths: list[Path] = []
+    question = frame.study.removesuffix("-fundus")
+    if usable["data.held_out"].nunique() > 1:
+        domains = seg_domain_table(frame.runs)
+        tables += _write_table(tables_dir, f"{frame.study}_domains", domains, f"{title}: Dice")
+        markdown = domains.markdown() + "\n" + markdown
+        figure_paths += figures.seg_figure(frame.runs, stem)
+        examples = seg_examples(usable, frame.records, folder / "examples")
+        if examples:
+            figure_paths += figures.seg_examples_figure(
+                examples, folder / "figures" / f"{frame.study}_examples"
+            )
+    elif question in FACE_FIGURES:
+        figure_paths += FACE_FIGURES[question](frame.runs, stem, metric=SEG_HEADLINE)
+    return markdown, tables, figure_paths, table
+
+
+def seg_examples(usable: pd.DataFrame, records: dict, folder: Path) -> list[dict]:
+    """Per held-out domain, its first test image, the ground truth and each variant's
+    post-processed prediction (lowest seed), from ``examples/<run_id>.pt``; domains lacking an
+    examples file for some variant are skipped."""
+    examples = []
+    atoms = list(dict.fromkeys(usable["model.atom"]))
+    for domain in sorted(int(d) for d in usable["data.held_out"].unique()):
+        chosen = usable[usable["data.held_out"] == domain].sort_values("seed")
+        predictions, first = {}, None
+        for atom in atoms:
+            rows = chosen[chosen["model.atom"] == atom]
+            path = folder / f"{rows['run_id'].iloc[0]}.pt" if len(rows) else None
+            if path is None or not path.is_file():
+                break
+            saved = torch.load(path, weights_only=True)
+            evaluation = records[rows["run_id"].iloc[0]]["config"]["fundus"]["eval"]
+            on = evaluation["postprocess"]
+            probabilities = saved["probabilities"][:1].float() / 255
+            predictions[atom] = postprocess(
+                probabilities, evaluation["threshold"], largest=on, fill=on
+            )[0]
+            first = saved
+        if first is not None and len(predictions) == len(atoms):
+            examples.append(
+                {
+                    "domain": domain,
+                    "image": first["images"][0],
+                    "truth": first["masks"][0],
+                    "predictions": predictions,
+                }
+            )
+    return examples
+
+
 def _affinity(frame: StudyFrame, folder: Path) -> list[Path]:
     models_dir = folder / "models"
     if not models_dir.is_dir():
@@ -158,6 +231,8 @@ def render(
     is_profile = task == "profile" or "profile.model" in frame.runs
     if is_profile:
         markdown, tables, figure_paths, table = _profile_report(frame, folder)
+    elif task == "fundus":
+        markdown, tables, figure_paths, table = _fundus_report(frame, folder)
     else:
         markdown, tables, figure_paths, table = _face_report(frame, folder, root)
     problems = frame.problems()
@@ -199,6 +274,7 @@ README_STUDIES = (  # study, table files, figures (besides <study>.png), heading
     ("weightgen", ("weightgen",), (), "Question 3: weight-generator over-parameterisation"),
     ("depth", ("depth",), (), "Question 4: where to insert TVConv"),
     ("profile", ("profile_models", "profile_layers"), (), "Cost profile"),
+    ("seg", ("seg_domains", "seg"), ("seg_examples",), "Segmentation: optic cup and disc"),
 )
 
 

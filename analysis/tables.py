@@ -3,8 +3,13 @@
 Face studies: one row per cell, the verification benchmarks as columns (four + mean, as the
 paper's tables), each ``mean ± std`` over seeds with the best mean per column in bold, the cost
 columns that vary between cells, and the paired difference of the mean accuracy to the depthwise
-baseline with its 95% bootstrap CI and the wins. Profile: one table of models (MACs, parameters,
-latency per batch and threads) and one of the single-layer grid (cached TVConv / depthwise time).
+baseline with its 95% bootstrap CI and the wins. Fundus studies (``fundus_table``): one row per
+cell, Dice (%) of cup and disc, HD95 and ASD (px) with their 95% CIs, and the paired difference
+of the mean Dice to the depthwise run; the segmentation study adds the paper's layout
+(``seg_domain_table``): one row per ASPP variant, Dice of cup and disc per held-out domain, and
+the image-blind layout prior as the floor a model must clear. Profile: one table of models (MACs,
+parameters, latency per batch and threads) and one of the single-layer grid (cached TVConv /
+depthwise time).
 Formatting is fixed (one decimal for accuracies, stable row order), so the same records always
 give byte-identical files.
 """
@@ -18,10 +23,20 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.frame import batch_thread_suffixes, cell_order, complete_runs, split_profile
-from analysis.stats import FEW_SEEDS, aggregate, aggregate_paired
+from analysis.stats import FEW_SEEDS, aggregate, aggregate_paired, summarise
 from tvconv.data.synthetic import BENCHMARKS
 
 HEADLINE = "mean_acc_pct"
+SEG_HEADLINE = "dice_mean_pct"
+SEG_METRICS = (  # metric, header, higher is better
+    ("dice_cup_pct", "Dice cup", True),
+    ("dice_disc_pct", "Dice disc", True),
+    ("hd95_cup_px", "HD95 cup", False),
+    ("hd95_disc_px", "HD95 disc", False),
+    ("asd_cup_px", "ASD cup", False),
+    ("asd_disc_px", "ASD disc", False),
+)
+ATOM_NAMES = {"aspp": "ASPP (dilated)", "dw": "depthwise", "tvconv": "TVConv"}
 COSTS = (  # metric, header, scale
     ("macs", "MMACs", 1e-6),
     ("trainable_params", "train params (M)", 1e-6),
@@ -241,3 +256,126 @@ def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
     )
     long = long.dropna(subset=["value"]).reset_index(drop=True)
     return models, layers, long
+
+
+def _with_ci(row: pd.Series, digits: int = 1) -> str:
+    if row["n"] == 0:
+        return "–"
+    if row["n"] == 1 or not math.isfinite(row["ci_low"]):
+        return number(row["mean"], digits)
+    low, high = number(row["ci_low"], digits), number(row["ci_high"], digits)
+    return f"{number(row['mean'], digits)} [{low}, {high}]"
+
+
+def _bold_best(
+    summaries: pd.DataFrame, cells: list[str], column: int, higher: bool
+) -> set[tuple[int, int]]:
+    means = summaries["mean"].reindex(cells)
+    if not means.notna().any():
+        return set()
+    best = means.max() if higher else means.min()
+    return {(r, column) for r, cell in enumerate(cells) if means[cell] == best}
+
+
+def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
+    """A fundus study: per cell, Dice / HD95 / ASD mean [95% CI] over seeds, the costs that
+    vary, and the paired difference of the mean Dice to the depthwise run; long numbers for the
+    CSV."""
+    usable = complete_runs(runs)
+    cells = cell_order(usable)
+    metrics = [m for m in SEG_METRICS if m[0] in usable]
+    costs = [
+        (metric, header, scale)
+        for metric, header, scale in COSTS
+        if metric in usable and usable[metric].nunique() > 1
+    ]
+    summaries = {m: aggregate(usable, m).set_index("cell") for m, _h, _b in metrics}
+    for metric, _header, _scale in costs:
+        summaries[metric] = aggregate(usable, metric).set_index("cell")
+    paired = aggregate_paired(usable, SEG_HEADLINE).set_index("cell")
+    header = ["cell", "n", *(h for _m, h, _b in metrics), *(h for _m, h, _s in costs)]
+    if not paired.empty:
+        header.append("Δ mean Dice vs dw [95% CI] (wins)")
+    rows, bold = [], set()
+    for cell in cells:
+        row = [cell, str(int(summaries[metrics[0][0]].loc[cell, "n"]))]
+        row += [_with_ci(summaries[m].loc[cell]) for m, _h, _b in metrics]
+        row += [number(summaries[m].loc[cell, "mean"] * s, 3) for m, _h, s in costs]
+        if not paired.empty:
+            is_dw = (usable.loc[usable["cell"] == cell, "model.atom"] == "dw").all()
+            fallback = "baseline" if is_dw else "–"
+            row.append(_paired_text(paired.loc[cell]) if cell in paired.index else fallback)
+        rows.append(row)
+    for column, (metric, _header, higher) in enumerate(metrics, start=2):
+        bold |= _bold_best(summaries[metric], cells, column, higher)
+    notes = [
+        "Dice (%, higher is better) and HD95 / ASD (pixels at the model's input size, lower is "
+        "better) per test image, averaged; mean [95% bootstrap CI] over seeds (n); best mean "
+        "per column in bold."
+    ]
+    if not paired.empty:
+        notes.append(
+            "Δ: paired difference of the mean of cup and disc Dice to the depthwise run with the "
+            "same seed and data, mean [95% CI] (pairs where the cell is higher / pairs)."
+        )
+    if len(usable) and usable.groupby("cell").size().max() < FEW_SEEDS:
+        notes.append(
+            f"Fewer than {FEW_SEEDS} seeds per cell: the bootstrap CIs are narrower than their "
+            "nominal 95% (with 2 seeds they span the two values); read them as ranges."
+        )
+    long = pd.concat(
+        [summaries[m].reset_index() for m in summaries]
+        + (
+            [paired.reset_index().assign(metric=f"diff_{SEG_HEADLINE}")] if not paired.empty else []
+        ),
+        ignore_index=True,
+    )
+    return Table(header, rows, bold, notes), long
+
+
+def seg_domain_table(runs: pd.DataFrame) -> Table:
+    """The paper's layout: one row per ASPP variant (and the layout prior), Dice of cup and
+    disc per held-out domain and their means over domains, ``mean ± std`` over seeds."""
+    usable = complete_runs(runs)
+    domains = sorted(int(d) for d in usable["data.held_out"].unique())
+    atoms = [a for a in ATOM_NAMES if a in set(usable["model.atom"])]
+    header = ["ASPP", *(f"D{d} {s}" for d in domains for s in ("cup", "disc")), "mean cup"]
+    header.append("mean disc")
+    rows, bold, columns = [], set(), {}
+    for atom in atoms:
+        chosen = usable[usable["model.atom"] == atom]
+        row = [ATOM_NAMES[atom]]
+        for domain in domains:
+            of_domain = chosen[chosen["data.held_out"] == domain]
+            for structure in ("cup", "disc"):
+                stats = summarise(of_domain[f"dice_{structure}_pct"])
+                columns.setdefault(len(row), []).append(stats["mean"])
+                row.append(mean_std(pd.Series(stats)))
+        complete = set(chosen["data.held_out"]) == set(domains)
+        for structure in ("cup", "disc"):
+            per_seed = chosen.groupby("seed")[f"dice_{structure}_pct"].mean()
+            stats = summarise(per_seed if complete else [])
+            columns.setdefault(len(row), []).append(stats["mean"])
+            row.append(mean_std(pd.Series(stats)))
+        rows.append(row)
+    for column, means in columns.items():
+        finite = [value for value in means if math.isfinite(value)]
+        best = max(finite, default=math.nan)
+        bold |= {(r, column) for r, value in enumerate(means) if value == best}
+    prior = ["layout prior (image-blind)"]
+    for domain in domains:
+        of_domain = usable[usable["data.held_out"] == domain]
+        prior += [number(of_domain[f"prior_dice_{s}_pct"].mean()) for s in ("cup", "disc")]
+    prior += [
+        number(usable.groupby("data.held_out")[f"prior_dice_{s}_pct"].mean().mean())
+        for s in ("cup", "disc")
+    ]
+    rows.append(prior)
+    notes = [
+        "Dice (%) on the held-out domain's test split (Dk = domain k held out, the model trained "
+        "on the other three), mean ± std over seeds; mean over domains per seed, then over seeds "
+        "(– unless every domain has runs); best per column in bold.",
+        "Layout prior: the training masks' per-pixel majority used as the prediction for every "
+        "test image, the floor an image-blind model reaches on layout-aligned data.",
+    ]
+    return Table(header, rows, bold, notes)

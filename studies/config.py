@@ -1,17 +1,18 @@
 """RunConfig: every knob of one run, typed, validated, hashed.
 
-A run is either a face-task training run (``task="face"``: ``tvconv.train.TrainConfig`` under
-``face``) or a profiling measurement (``task="profile"``: ``ProfileConfig`` under ``profile``).
-Keys are dotted paths; a key without the ``face.`` / ``profile.`` prefix refers to the run's own
-task (``model.atom`` means ``face.model.atom`` in a face study). Values are parsed against the
-field's type (``tvconv.train.override``); a bad key or value is an error naming both and what is
-allowed.
+A run is a face-task training run (``task="face"``: ``tvconv.train.TrainConfig`` under ``face``),
+a fundus segmentation run (``task="fundus"``: ``tvconv.segment.FundusConfig`` under ``fundus``)
+or a profiling measurement (``task="profile"``: ``ProfileConfig`` under ``profile``). Keys are
+dotted paths; a key without the task prefix refers to the run's own task (``model.atom`` means
+``face.model.atom`` in a face study, ``fundus.model.atom`` in a fundus one). Values are parsed
+against the field's type (``tvconv.train.override``); a bad key or value is an error naming both
+and what is allowed.
 
 ``run_id`` (DESIGN.md): the first 16 hex digits of the sha256 of the canonical JSON of the
 result-affecting fields of the run's task, its seed and ``tvconv.RESULTS_VERSION``. Device,
 threads, progress, workers, evaluation batch size and output paths are not part of it, nor are
-TVConv options (and the affinity-map weight decay) of a depthwise (``atom=dw``) model, so a dw
-baseline shared by several cells is one run.
+TVConv options (and the affinity-map weight decay) of a model without TVConv (``atom`` dw or
+aspp), so a baseline shared by several cells is one run.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from dataclasses import dataclass, field, replace
 import tvconv
 from tvconv import models
 from tvconv.profile import FORMS
+from tvconv.segment import PRESETS as FUNDUS_PRESETS
+from tvconv.segment import FundusConfig
 from tvconv.train import PRESETS as TRAIN_PRESETS
 from tvconv.train import TrainConfig, override, to_dict
 
-TASKS = ("face", "profile")
+TASKS = ("face", "fundus", "profile")
+TRAINING_TASKS = {"face": TRAIN_PRESETS, "fundus": FUNDUS_PRESETS}
 RUNTIME_KEYS = ("device", "threads", "progress", "checkpoint_dir")
 TVCONV_KEYS = ("select", *models.TVCONV_OPTIONS)
 
@@ -50,10 +54,10 @@ class ProfileConfig:
     min_run_time: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.model not in models.list_models():
+        if self.model not in models.list_models(task="face"):
             raise ValueError(
                 f"profile.model={self.model!r} is invalid: expected one of "
-                f"{', '.join(models.list_models())}"
+                + ", ".join(models.list_models(task="face"))
             )
         if self.atom not in models.ATOMS:
             raise ValueError(f"profile.atom={self.atom!r} is invalid: expected dw or tvconv")
@@ -69,6 +73,7 @@ class ProfileConfig:
 class RunConfig:
     task: str = "face"
     face: TrainConfig = field(default_factory=TrainConfig)
+    fundus: FundusConfig = field(default_factory=FundusConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
@@ -76,23 +81,30 @@ class RunConfig:
             raise ValueError(f"task={self.task!r} is invalid: expected one of {', '.join(TASKS)}")
 
     @property
+    def section(self) -> TrainConfig | FundusConfig | ProfileConfig:
+        """The active task's config."""
+        return getattr(self, self.task)
+
+    @property
     def seed(self) -> int:
-        return self.face.seed
+        return self.fundus.seed if self.task == "fundus" else self.face.seed
 
     def result_affecting(self) -> dict:
         """The fields that define the run's result (what ``run_id`` hashes)."""
         if self.task == "profile":
             return {"task": "profile", "profile": to_dict(self.profile)}
-        face = to_dict(self.face)
+        fields = to_dict(self.section)
         for key in RUNTIME_KEYS:
-            face.pop(key)
-        face["data"].pop("workers")
-        face["eval"].pop("batch_size")
-        if self.face.model.atom == "dw":
+            fields.pop(key)
+        fields["eval"].pop("batch_size")
+        if self.task == "face":
+            fields["data"].pop("workers")
+        if self.section.model.atom != "tvconv":
             for key in TVCONV_KEYS:
-                face["model"].pop(key)
-            face["optim"].pop("affinity_weight_decay")
-        return {"task": "face", "face": face}
+                fields["model"].pop(key)
+            if self.task == "face":
+                fields["optim"].pop("affinity_weight_decay")
+        return {"task": self.task, self.task: fields}
 
     @property
     def run_id(self) -> str:
@@ -105,18 +117,19 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """The active task's full config (for the record)."""
-        section = self.face if self.task == "face" else self.profile
-        return {"task": self.task, self.task: to_dict(section)}
+        return {"task": self.task, self.task: to_dict(self.section)}
 
 
 def base_config(task: str, preset: str) -> RunConfig:
-    """The starting point of a preset: a tvconv.train preset for the face task."""
-    if task == "face":
-        if preset not in TRAIN_PRESETS:
+    """The starting point of a preset: a tvconv.train (face) or tvconv.segment (fundus)
+    preset."""
+    if task in TRAINING_TASKS:
+        presets = TRAINING_TASKS[task]
+        if preset not in presets:
             raise ValueError(
-                f"base preset {preset!r} is invalid: expected one of {', '.join(TRAIN_PRESETS)}"
+                f"base preset {preset!r} is invalid: expected one of {', '.join(presets)}"
             )
-        return RunConfig(task="face", face=TRAIN_PRESETS[preset]())
+        return RunConfig(task=task, **{task: presets[preset]()})
     return RunConfig(task=task)
 
 
@@ -144,7 +157,7 @@ def assign(config: RunConfig, key: str, value: object) -> RunConfig:
 
 
 def with_threads(config: RunConfig, threads: int) -> RunConfig:
-    """Pin the torch threads of a face run (not part of the run_id)."""
-    if config.task != "face":
+    """Pin the torch threads of a training run (not part of the run_id)."""
+    if config.task not in TRAINING_TASKS:
         return config
-    return replace(config, face=replace(config.face, threads=threads))
+    return replace(config, **{config.task: replace(config.section, threads=threads)})

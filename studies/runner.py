@@ -32,11 +32,12 @@ from studies.config import RunConfig, with_threads
 from studies.spec import Run, Spec, SpecError
 from studies.store import SCHEMA_VERSION, Store
 from studies.tracking import Tracker
-from tvconv import models, profile
+from tvconv import models, profile, segment
 from tvconv.train import check_data_paths, fit
 
 SUMMARY_METRICS = {
     "face": ("mean_acc_pct", "mean_auc_pct"),
+    "fundus": ("dice_cup_pct", "dice_disc_pct", "hd95_cup_px", "hd95_disc_px"),
     "profile": ("macs", "deployed_params", "latency_ms_b1_t1", "ratio_b1_t1"),
 }
 
@@ -170,7 +171,7 @@ def execute_run(
         tracker = Tracker(
             Path(root),
             group=run.study,
-            job_type="train" if run.config.task == "face" else "profile",
+            job_type="profile" if run.config.task == "profile" else "train",
             name=f"{run.cell} seed={run.seed}",
             config={**record["config"], "run_id": run.run_id, "preset": run.preset},
         )
@@ -193,20 +194,23 @@ def _execute(run: Run, store: Store, threads: int, tracker: Tracker) -> dict:
         tracker.log(measured["metrics"])
         return {"status": "complete", **measured, "error": None}
     checkpoints = store.folder / "checkpoints" / run.run_id
-    face = replace(
-        with_threads(config, threads).face, progress=False, checkpoint_dir=str(checkpoints)
+    settings = replace(
+        with_threads(config, threads).section, progress=False, checkpoint_dir=str(checkpoints)
     )
-    result = fit(face, on_epoch_end=tracker.log)
+    train = segment.fit_fundus if config.task == "fundus" else fit
+    result = train(settings, on_epoch_end=tracker.log)
     if result.status == "complete":
-        backbone = result.model.backbone
-        models_dir = store.folder / "models"
-        models_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(backbone.state_dict(), models_dir / f"{run.run_id}.pt")
+        # the face task keeps the backbone (the head holds the training identities)
+        network = result.model.backbone if config.task == "face" else result.model
+        for folder, content in (("models", network.state_dict()), ("examples", result.examples)):
+            if content is not None:
+                (store.folder / folder).mkdir(parents=True, exist_ok=True)
+                torch.save(content, store.folder / folder / f"{run.run_id}.pt")
         shutil.rmtree(checkpoints, ignore_errors=True)
-        params = profile.count_params(backbone)
+        params = profile.count_params(network)
         result.metrics.update(
-            macs=profile.count_macs(tvconv.deploy(copy.deepcopy(backbone)))["macs"],
-            generator_macs=profile.count_macs(backbone)["generator_macs"],
+            macs=profile.count_macs(tvconv.deploy(copy.deepcopy(network)))["macs"],
+            generator_macs=profile.count_macs(network)["generator_macs"],
             trainable_params=params["trainable_params"],
             deployed_params=params["deployed_params"],
         )
@@ -236,11 +240,13 @@ def plan(runs: list[Run], store: Store, force: bool, retry_failed: bool) -> list
 def check_runs(runs: list[Run]) -> None:
     """Checks that need the file system (real-data paths), before any run starts."""
     for run in runs:
-        if run.config.task == "face":
-            try:
+        try:
+            if run.config.task == "face":
                 check_data_paths(run.config.face.data)
-            except ValueError as error:
-                raise SpecError(f"run {run.cell} seed={run.seed}: {error}") from None
+            elif run.config.task == "fundus":
+                segment.check_paths(run.config.fundus)
+        except ValueError as error:
+            raise SpecError(f"run {run.cell} seed={run.seed}: {error}") from None
 
 
 def _mean_std(values: list[float]) -> str:
@@ -317,6 +323,8 @@ def run_study(
     """Run (or show, with ``dry_run``) a study's preset; returns the exit code (0 or 1)."""
     from studies.launch import launch_local, launch_slurm
 
+    overrides = dict(overrides or {})
+    spec = spec.for_task(str(overrides.pop("task", spec.task)))
     runs = spec.runs(preset, overrides)
     check_runs(runs)
     store = Store(root, spec.name, preset)

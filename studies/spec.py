@@ -15,6 +15,18 @@ and ``presets``::
       quick: {base: cpu-quick, seeds: [0, 1, 2]}
       paper: {base: paper, seeds: [0, 1, 2], grid: [...]}   # a preset may replace the grid
 
+A face study can also be asked of the fundus task (``task=fundus`` on the command line) when
+its spec says how, in a ``tasks`` section: per task, a ``base`` replacing the spec's base, an
+optional ``grid`` replacing the spec's grid and the presets' grids, and per-preset ``grid`` /
+``overrides`` (the presets' seeds, base names and, without a section grid, grids carry over;
+their overrides do not). The switched study is named ``<study>-<task>`` (``init-fundus``): its
+records have their own folder in the store and are rendered as their own study::
+
+    tasks:
+      fundus:
+        base: {data.held_out: 2}
+        presets: {paper: {overrides: {data.root: $DATA_ROOT/fundus}}}
+
 In the grid a list is an axis; a field whose value is itself a list takes a nested list
 (``profile.batch_sizes: [[8, 32]]``). A cell is one point of the grid (label: its grid values,
 e.g. ``atom=tvconv init=zeros``); a run is a cell x seed. Runs with the same ``run_id`` (e.g. one
@@ -63,6 +75,35 @@ class Spec:
     base: dict
     grid: list
     presets: dict
+    tasks: dict
+
+    def for_task(self, task: str) -> Spec:
+        """This study asked of ``task`` (its ``tasks`` section applied), or itself."""
+        if task == self.task:
+            return self
+        if task not in self.tasks:
+            defined = ", ".join([self.task, *self.tasks])
+            raise SpecError(
+                f"{self.path}: study {self.name!r} is not defined for task={task!r}; it is "
+                f"defined for {defined} (add a tasks.{task} section to ask it)"
+            )
+        section = self.tasks[task]
+        presets = {}
+        for preset, settings in self.presets.items():
+            kept = {k: v for k, v in settings.items() if k in ("base", "seeds", "grid")}
+            if "grid" in section:
+                kept["grid"] = section["grid"]
+            presets[preset] = {**kept, **section.get("presets", {}).get(preset, {})}
+        return Spec(
+            name=f"{self.name}-{task}",  # its own store folder and W&B group: init-fundus
+            path=self.path,
+            description=self.description,
+            task=task,
+            base=section.get("base") or {},
+            grid=section.get("grid", self.grid),
+            presets=presets,
+            tasks={},
+        )
 
     def seeds(self, preset: str) -> list[int]:
         return list(self._preset(preset).get("seeds", [0]))
@@ -86,7 +127,12 @@ class Spec:
         return cells or [{}]
 
     def runs(self, preset: str, overrides: dict | None = None) -> list[Run]:
-        """Every run of ``preset`` (cells x seeds), deduplicated by run_id, validated."""
+        """Every run of ``preset`` (cells x seeds), deduplicated by run_id, validated.
+        ``overrides`` may switch the task (``task=fundus``, see ``for_task``)."""
+        overrides = dict(overrides or {})
+        task = str(overrides.pop("task", self.task))
+        if task != self.task:
+            return self.for_task(task).runs(preset, overrides)
         settings = self._preset(preset)
         try:
             base = base_config(self.task, settings.get("base", "paper"))
@@ -101,7 +147,7 @@ class Spec:
         for cell in self.cells(preset):
             config = _apply(base, cell, f"{self.path}: grid cell {_label(cell)}")
             for seed in self.seeds(preset):
-                seeded = _apply(config, {"seed": seed} if self.task == "face" else {}, "seeds")
+                seeded = _apply(config, {"seed": seed} if self.task != "profile" else {}, "seeds")
                 # command-line overrides win over the grid and the seeds: "every run"
                 seeded = _apply(seeded, overrides or {}, "command line")
                 run = Run(self.name, preset, _label(cell), seed, seeded)
@@ -197,7 +243,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
         raise SpecError(f"{path}: YAML syntax error: {error}") from None
     if not isinstance(content, dict):
         raise SpecError(f"{path}: expected a mapping with description, task, grid, presets")
-    allowed = {"description", "task", "base", "grid", "presets"}
+    allowed = {"description", "task", "base", "grid", "presets", "tasks"}
     unknown = sorted(set(content) - allowed)
     if unknown:
         raise SpecError(f"{path}: unknown top-level key(s) {unknown}; expected {sorted(allowed)}")
@@ -220,6 +266,20 @@ def load_spec(name_or_path: str | Path) -> Spec:
     grid = content.get("grid") or []
     if not isinstance(grid, list):
         raise SpecError(f"{path}: grid must be a list of blocks, got {grid!r}")
+    tasks = content.get("tasks") or {}
+    for other, section in tasks.items() if isinstance(tasks, dict) else [(None, tasks)]:
+        if other not in TASKS or other == task or not isinstance(section, dict):
+            raise SpecError(
+                f"{path}: tasks.{other}: expected a task other than {task} "
+                f"({', '.join(t for t in TASKS if t != task)}) mapping to {{base, grid, presets}}"
+            )
+        extra = sorted(set(section) - {"base", "grid", "presets"})
+        unknown_presets = sorted(set(section.get("presets") or {}) - set(presets))
+        if extra or unknown_presets:
+            raise SpecError(
+                f"{path}: tasks.{other}: unknown key(s) {extra or unknown_presets}; expected "
+                "base, grid and presets (of the spec's presets) with grid / overrides"
+            )
     return Spec(
         name=path.stem,
         path=path,
@@ -228,4 +288,5 @@ def load_spec(name_or_path: str | Path) -> Spec:
         base=content.get("base") or {},
         grid=grid,
         presets=presets,
+        tasks=tasks,
     )

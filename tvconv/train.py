@@ -125,8 +125,8 @@ class ModelConfig:
     scale: float = 32.0
 
     def __post_init__(self) -> None:
-        if self.name not in models.list_models():
-            _fail("model.name", self.name, f"one of {', '.join(models.list_models())}")
+        if self.name not in models.list_models(task="face"):
+            _fail("model.name", self.name, "one of " + ", ".join(models.list_models(task="face")))
         if self.atom not in models.ATOMS:
             _fail("model.atom", self.atom, f"one of {', '.join(models.ATOMS)}")
         if self.norm not in NORMS:
@@ -334,11 +334,13 @@ class FitResult:
     config: dict
     reason: str | None = None
     model: nn.Module | None = field(default=None, repr=False)
+    examples: dict | None = field(default=None, repr=False)  # fundus: test images + predictions
 
     def to_record(self) -> dict:
-        """Everything but the model, JSON-ready."""
+        """Everything but the model and the examples, JSON-ready."""
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         record.pop("model")
+        record.pop("examples")
         return record
 
 

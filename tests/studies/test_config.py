@@ -66,7 +66,7 @@ def test_keys_are_relative_to_the_task():
         ("model.init", "random", r"model.init='random' is invalid: expected one of coords"),
         ("data.augment", "blur", r"unknown augmentation 'blur'"),
         ("model.select", "last:99", None),
-        ("task", "segmentation", r"task='segmentation' is invalid: expected one of face, profile"),
+        ("task", "segmentation", r"task='segmentation' is invalid: expected one of face, fundus"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

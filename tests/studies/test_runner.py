@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from studies import tracking
 from studies.cli import main
@@ -156,6 +157,17 @@ def test_bad_input_exits_2_before_any_run(tmp_path, args, message):
     assert not (tmp_path / "results").exists()
 
 
+def test_task_override_runs_a_question_as_its_own_study(tmp_path):
+    out = io.StringIO()
+    spec = load_spec("depth")
+    assert (
+        run_study(spec, "smoke", tmp_path, dry_run=True, overrides={"task": "fundus"}, out=out) == 0
+    )
+    text = out.getvalue()
+    assert text.startswith("depth-fundus / smoke (") and "atom=tvconv select=first:1" in text
+    assert not (tmp_path / "depth").exists()
+
+
 def test_yaml_syntax_error_exits_2(write_spec, tmp_path):
     path = write_spec("task: face\ngrid: [\n", "broken")
     assert main(["run", str(path), "--preset", "smoke", "--results", str(tmp_path / "r")]) == 2
@@ -284,7 +296,9 @@ def test_cli_runs_a_spec_path(write_spec, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", ["aug", "depth", "init", "profile", "tradeoff", "weightgen"])
+@pytest.mark.parametrize(
+    "study", ["aug", "depth", "init", "profile", "seg", "tradeoff", "weightgen"]
+)
 def test_smoke_preset_of_every_shipped_study(study, tmp_path):
     spec = load_spec(study)
     code = run_study(spec, "smoke", tmp_path, out=io.StringIO())
@@ -304,6 +318,14 @@ def test_smoke_preset_of_every_shipped_study(study, tmp_path):
             if (settings["atom"], settings["form"]) == ("tvconv", "deploy"):
                 assert metrics["macs_stock"] < metrics["macs"]  # stock: TVConv counted as 0
         assert any("ratio_b1_t1" in r["metrics"] for r in records)
+    if spec.task == "fundus":
+        folder = tmp_path / study / "smoke"
+        for record in records:
+            metrics = record["metrics"]
+            assert 0 <= metrics["dice_cup_pct"] <= 100 and metrics["macs"] > 0
+            examples = torch.load(folder / "examples" / f"{record['run_id']}.pt")
+            assert examples["probabilities"].shape == examples["masks"].shape
+            assert (folder / "models" / f"{record['run_id']}.pt").is_file()
 
 
 PROFILE_TINY = """

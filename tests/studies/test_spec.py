@@ -4,7 +4,7 @@ import pytest
 
 from studies.spec import SpecError, list_studies, load_spec
 
-SHIPPED = ["aug", "depth", "init", "profile", "tradeoff", "weightgen"]
+SHIPPED = ["aug", "depth", "init", "profile", "seg", "tradeoff", "weightgen"]
 
 
 def test_every_shipped_spec_loads_and_expands():
@@ -14,6 +14,7 @@ def test_every_shipped_spec_loads_and_expands():
         "depth": 12,
         "init": 14,
         "profile": 22,
+        "seg": 24,
         "tradeoff": 12,
         "weightgen": 12,
     }
@@ -38,6 +39,43 @@ def test_init_quick_cells_and_seeds():
     stats = next(r for r in runs if r.cell == "atom=tvconv init=stats")
     assert stats.config.face.model.init == "stats"
     assert stats.config.face.optim.batch_size == 32  # the cpu-quick base
+
+
+def test_seg_quick_crosses_atoms_and_held_out_domains():
+    runs = load_spec("seg").runs("quick")
+    cells = list(dict.fromkeys(run.cell for run in runs))
+    atoms, domains = ("aspp", "dw", "tvconv"), (1, 2, 3, 4)
+    assert cells == [f"atom={a} held_out={d}" for a in atoms for d in domains]
+    assert {run.config.task for run in runs} == {"fundus"}
+    assert sorted({run.config.fundus.seed for run in runs}) == [0, 1]
+    assert runs[0].config.fundus.model.name == "deeplabv3plus_mobilenet_v2_x0_35"
+
+
+@pytest.mark.parametrize("study", ["aug", "depth", "init", "weightgen"])
+def test_the_four_questions_can_be_asked_of_the_fundus_task(study):
+    spec = load_spec(study)
+    runs = spec.runs("quick", {"task": "fundus"})
+    assert runs and {run.config.task for run in runs} == {"fundus"}
+    assert {run.config.fundus.model.atom for run in runs} <= {"dw", "tvconv"}
+    assert len({run.run_id for run in runs}) == len(runs)
+    face_ids = {run.run_id for run in spec.runs("quick")}
+    assert not face_ids & {run.run_id for run in runs}
+
+
+def test_fundus_task_keeps_preset_grids_and_applies_section_grids():
+    init = load_spec("init").runs("smoke", {"task": "fundus"})
+    cells = [run.cell for run in init]
+    assert cells == ["atom=dw", "atom=tvconv init=ones", "atom=tvconv init=stats"]
+    assert {run.study for run in init} == {"init-fundus"}  # its own store folder
+    assert init[2].config.fundus.model.init == "stats"
+    depth = load_spec("depth").runs("quick", {"task": "fundus"})
+    selects = {run.config.fundus.model.select for run in depth if run.cell != "atom=dw"}
+    assert selects == {"first:1", "first:2", "all"}
+
+
+def test_a_study_without_a_section_for_the_task_is_refused():
+    with pytest.raises(SpecError, match="not defined for task='fundus'; it is defined for face"):
+        load_spec("tradeoff").runs("quick", {"task": "fundus"})
 
 
 def test_paper_preset_needs_data_root(monkeypatch):

@@ -15,6 +15,10 @@ An augmentation is written as a spec string of comma-separated operations, each 
 Images are model inputs in [-1, 1] (``to_model_input``); geometric ops fill uncovered pixels with
 -1 (black, as zero-padding a uint8 image). ``LEVELS`` names the ladder of the
 augmentation-robustness study, from layout-preserving to layout-destroying.
+
+Segmentation (``Augmentation.with_masks``): the geometric ops (``GEOMETRIC``) move the masks with
+their image (same random draw per sample, bilinear then thresholded at one half, uncovered pixels
+background); the photometric ops (color, cutout) change the image only.
 """
 
 from __future__ import annotations
@@ -137,6 +141,9 @@ OPS = {
 }
 
 
+GEOMETRIC = frozenset({"hflip", "shift", "crop", "rotate"})
+
+
 class Augmentation:
     """A parsed spec (or a named level of ``LEVELS``); call with (images, generator)."""
 
@@ -148,6 +155,21 @@ class Augmentation:
         for name, strength in self.steps:
             images = OPS[name].apply(images, strength, generator)
         return images
+
+    def with_masks(
+        self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment images (N, C, H, W) in [-1, 1] and their bool masks (N, M, H, W) together."""
+        channels = images.shape[1]
+        for name, strength in self.steps:
+            if name in GEOMETRIC:
+                # masks as -1 / +1: the fill value -1 is background, the threshold 0 is one half
+                joint = torch.cat([images, masks.to(images.dtype) * 2 - 1], dim=1)
+                joint = OPS[name].apply(joint, strength, generator)
+                images, masks = joint[:, :channels], joint[:, channels:] > 0
+            else:
+                images = OPS[name].apply(images, strength, generator)
+        return images, masks
 
     def __repr__(self) -> str:
         return f"Augmentation({self.spec!r})"

@@ -1,7 +1,16 @@
-"""Model zoo: the paper's face backbones behind a small registry (``create``, ``list_models``)."""
+"""Model zoo: the paper's face backbones and its DeepLabV3+ segmenter behind a small registry
+(``create``, ``list_models``)."""
 
-from tvconv.models import mobilenetv2, shufflenetv2
-from tvconv.models._registry import ATOMS, TVCONV_OPTIONS, create, list_models, register_model
+from tvconv.models import mobilenetv2, seg, shufflenetv2
+from tvconv.models._registry import (
+    ATOMS,
+    TVCONV_OPTIONS,
+    create,
+    list_models,
+    model_atoms,
+    model_task,
+    register_model,
+)
 from tvconv.models.heads import AMSoftmax, EmbeddingHead
 
 __all__ = [
@@ -12,6 +21,9 @@ __all__ = [
     "create",
     "list_models",
     "mobilenetv2",
+    "model_atoms",
+    "model_task",
     "register_model",
+    "seg",
     "shufflenetv2",
 ]

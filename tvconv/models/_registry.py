@@ -4,7 +4,10 @@ An entry point builds the depthwise (``atom="dw"``) network from keyword argumen
 ``input_size``, ``embedding_size`` and ``dropout``. ``create(..., atom="tvconv")`` then swaps
 the selected depthwise sites for TVConv through ``replace_depthwise``, so the TVConv model is
 exactly the dw model with its depthwise convs replaced; the replaced sites are kept on
-``model.tvconv_sites``.
+``model.tvconv_sites``. A model may narrow where TVConv goes with ``tvconv_target()`` (a
+submodule and its input shape; the segmenter's ASPP), and declare other atoms than dw / tvconv
+(the segmenter's ``aspp``), which its entry point receives as ``atom``. Each model belongs to a
+task (``face`` or ``fundus``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -28,26 +32,60 @@ TVCONV_OPTIONS = (
     "generator",
 )
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+TASKS = ("face", "fundus")
 
 
-def register_model(name: str, entry_point: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[..., nn.Module]
+    task: str
+    atoms: tuple[str, ...]
+
+
+_MODELS: dict[str, _Entry] = {}
+
+
+def register_model(
+    name: str,
+    entry_point: Callable[..., nn.Module],
+    task: str = "face",
+    atoms: tuple[str, ...] = ATOMS,
+) -> Callable[..., nn.Module]:
     if name in _MODELS:
         raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = entry_point
+    if task not in TASKS or "tvconv" not in atoms:
+        raise ValueError(f"model {name!r}: task must be in {TASKS} and atoms include tvconv")
+    _MODELS[name] = _Entry(entry_point, task, tuple(atoms))
     return entry_point
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style wildcard, sorted."""
-    return sorted(fnmatch.filter(_MODELS, pattern))
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style wildcard (and of ``task``, if given),
+    sorted."""
+    names = [n for n, e in _MODELS.items() if task is None or e.task == task]
+    return sorted(fnmatch.filter(names, pattern))
+
+
+def model_atoms(name: str) -> tuple[str, ...]:
+    """The atoms model ``name`` can be built with (dw, tvconv for the face backbones)."""
+    return _entry(name).atoms
+
+
+def model_task(name: str) -> str:
+    return _entry(name).task
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _MODELS[name]
 
 
 def create(
     name: str,
     atom: str = "dw",
     input_size: int | tuple[int, int] = 96,
-    embedding_size: int = 512,
+    embedding_size: int | None = None,
     select: str | int | Iterable[int] = "all",
     **kwargs,
 ) -> nn.Module:
@@ -56,23 +94,31 @@ def create(
     ``select`` picks the TVConv sites (see ``replace_depthwise``); the TVConv options
     (affinity_channels, inter_channels, inter_layers, norm, bias, init, generator) go to every
     TVConv; other keyword arguments go to the model's entry point (e.g. ``dropout``).
+    ``embedding_size`` (face models; their default is 512) is an entry-point option too.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    if atom not in ATOMS:
-        raise ValueError(f"atom must be one of {', '.join(ATOMS)}, got {atom!r}")
+    entry = _entry(name)
+    if atom not in entry.atoms:
+        raise ValueError(f"atom for {name} must be one of {', '.join(entry.atoms)}, got {atom!r}")
     tvconv_kwargs = {key: kwargs.pop(key) for key in TVCONV_OPTIONS if key in kwargs}
-    if atom == "dw" and (tvconv_kwargs or select != "all"):
+    if atom != "tvconv" and (tvconv_kwargs or select != "all"):
         given = sorted(tvconv_kwargs) + ([] if select == "all" else ["select"])
-        raise ValueError(f"TVConv options {given} were given for {name} with atom='dw'")
-    entry_point = _MODELS[name]
-    accepted = inspect.signature(entry_point).parameters
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        allowed = sorted({*accepted, *TVCONV_OPTIONS, "atom", "select"})
-        raise ValueError(f"unknown option(s) {unknown} for {name}; expected some of {allowed}")
-    model = entry_point(input_size=input_size, embedding_size=embedding_size, **kwargs)
+        raise ValueError(f"TVConv options {given} were given for {name} with atom={atom!r}")
+    if embedding_size is not None:
+        kwargs["embedding_size"] = embedding_size
+    accepted = inspect.signature(entry.build).parameters
+    unknown = sorted(set(kwargs) - set(accepted) - {"atom"})
+    if unknown or "atom" in kwargs:
+        allowed = sorted({*accepted, *TVCONV_OPTIONS, "select"} - {"atom"})
+        raise ValueError(
+            f"unknown option(s) {unknown or ['atom']} for {name}; expected some of {allowed}"
+        )
+    if "atom" in accepted:
+        kwargs["atom"] = "dw" if atom == "tvconv" else atom
+    model = entry.build(input_size=input_size, **kwargs)
     if atom == "tvconv":
-        model, sites = replace_depthwise(model, model.input_size, select=select, **tvconv_kwargs)
+        target, target_input = (
+            model.tvconv_target() if hasattr(model, "tvconv_target") else (model, model.input_size)
+        )
+        _, sites = replace_depthwise(target, target_input, select=select, **tvconv_kwargs)
         model.tvconv_sites = sites
     return model
