@@ -9,7 +9,10 @@
 // vectorises for any channel count and width. Zero padding p = (k - 1) / 2 is never
 // materialised: each tap's valid column range is computed once per row. Work is split over rows
 // so that no two threads write the same memory (the input gradient gathers per input row, the
-// weight gradient reduces over the batch per weight row).
+// weight gradient reduces over the batch per weight row). The forward's fused 3x3 pass takes
+// four images per weight load and writes its output instead of adding to a zero-filled one;
+// both keep every output value's expression, so results are bit for bit those of one image at
+// a time. NCHW inputs are transposed to channels-last in cache-sized tiles.
 
 #include <torch/extension.h>
 
@@ -56,53 +59,105 @@ inline void multiply_add(scalar_t* __restrict__ a, const scalar_t* __restrict__ 
   for (int64_t q = 0; q < count; ++q) a[q] += b[q] * c[q];
 }
 
+// Up to this many images of one output row go through the fused 3x3 pass together: each of the
+// row's nine weights is loaded once and used for every image of the block (the weights differ
+// per pixel, so unlike a depthwise conv's they cannot stay in registers across a row).
+constexpr int64_t kBlock = 4;
+
+// Where the images of a block read and write, for one output row. The fused pass writes the
+// output (the bias row `init` plus the taps' sum, or the sum alone) instead of adding to a
+// zero-filled one: the same values, one pass less over the output.
+template <typename scalar_t>
+struct RowBlock {
+  scalar_t* out[kBlock];
+  const scalar_t* middle[kBlock];  // input row of tap i = 1, at the first fused column
+  const scalar_t* init;            // bias row at the first fused column (HasBias)
+};
+
 // The common case, k = 3 at stride 1, for an output row whose three input rows all exist: over
 // the interior columns [1, W - 1) all nine taps are summed in one pass, so the output is loaded
 // and stored once instead of nine times. `w` points at the row's first weight run (tap (0, 0),
-// column 1); runs of consecutive taps are `step` apart.
-template <typename scalar_t>
-void fused_3x3_row(scalar_t* __restrict__ out, const scalar_t* __restrict__ w, int64_t step,
-                   const scalar_t* __restrict__ above, const scalar_t* __restrict__ middle,
-                   const scalar_t* __restrict__ below, int64_t C, int64_t count) {
+// column 1); runs of consecutive taps are `step` apart; `row_in` separates input rows. Each
+// output value is the same expression as for one image alone, so blocking changes no rounding.
+template <typename scalar_t, int64_t NB, bool HasBias>
+void fused_3x3_rows(const RowBlock<scalar_t>& rows, const scalar_t* __restrict__ w, int64_t step,
+                    int64_t row_in, int64_t C, int64_t count) {
   const scalar_t *w00 = w, *w01 = w + step, *w02 = w + 2 * step;
   const scalar_t *w10 = w + 3 * step, *w11 = w + 4 * step, *w12 = w + 5 * step;
   const scalar_t *w20 = w + 6 * step, *w21 = w + 7 * step, *w22 = w + 8 * step;
+#pragma omp simd
   for (int64_t q = 0; q < count; ++q) {
-    out[q] += w00[q] * above[q - C] + w01[q] * above[q] + w02[q] * above[q + C] +
-              w10[q] * middle[q - C] + w11[q] * middle[q] + w12[q] * middle[q + C] +
-              w20[q] * below[q - C] + w21[q] * below[q] + w22[q] * below[q + C];
+    const scalar_t v00 = w00[q], v01 = w01[q], v02 = w02[q], v10 = w10[q], v11 = w11[q],
+                   v12 = w12[q], v20 = w20[q], v21 = w21[q], v22 = w22[q];
+    for (int64_t b = 0; b < NB; ++b) {
+      const scalar_t* m = rows.middle[b] + q;
+      const scalar_t *a = m - row_in, *d = m + row_in;
+      const scalar_t sum = v00 * a[-C] + v01 * a[0] + v02 * a[C] + v10 * m[-C] + v11 * m[0] +
+                           v12 * m[C] + v20 * d[-C] + v21 * d[0] + v22 * d[C];
+      rows.out[b][q] = HasBias ? rows.init[q] + sum : sum;
+    }
   }
 }
 
 // The same at stride 2: per interior output column, its C channels summed over the nine taps,
 // the input columns two apart.
-template <typename scalar_t>
-void fused_3x3_row_stride2(scalar_t* __restrict__ out, const scalar_t* __restrict__ w,
-                           int64_t step, const scalar_t* __restrict__ above,
-                           const scalar_t* __restrict__ middle,
-                           const scalar_t* __restrict__ below, int64_t C, int64_t columns) {
+template <typename scalar_t, int64_t NB, bool HasBias>
+void fused_3x3_rows_stride2(const RowBlock<scalar_t>& rows, const scalar_t* __restrict__ w,
+                            int64_t step, int64_t row_in, int64_t C, int64_t columns) {
   for (int64_t x = 0; x < columns; ++x) {
-    scalar_t* __restrict__ o = out + x * C;
     const scalar_t* __restrict__ wx = w + x * C;
-    const scalar_t *a = above + 2 * x * C, *m = middle + 2 * x * C, *b = below + 2 * x * C;
+#pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-      o[c] += wx[c] * a[c - C] + wx[step + c] * a[c] + wx[2 * step + c] * a[c + C] +
-              wx[3 * step + c] * m[c - C] + wx[4 * step + c] * m[c] +
-              wx[5 * step + c] * m[c + C] + wx[6 * step + c] * b[c - C] +
-              wx[7 * step + c] * b[c] + wx[8 * step + c] * b[c + C];
+      const scalar_t v00 = wx[c], v01 = wx[step + c], v02 = wx[2 * step + c],
+                     v10 = wx[3 * step + c], v11 = wx[4 * step + c], v12 = wx[5 * step + c],
+                     v20 = wx[6 * step + c], v21 = wx[7 * step + c], v22 = wx[8 * step + c];
+      for (int64_t b = 0; b < NB; ++b) {
+        const scalar_t* m = rows.middle[b] + 2 * x * C + c;
+        const scalar_t *a = m - row_in, *d = m + row_in;
+        const scalar_t sum = v00 * a[-C] + v01 * a[0] + v02 * a[C] + v10 * m[-C] +
+                             v11 * m[0] + v12 * m[C] + v20 * d[-C] + v21 * d[0] + v22 * d[C];
+        rows.out[b][x * C + c] = HasBias ? rows.init[x * C + c] + sum : sum;
+      }
     }
   }
 }
 
+template <typename scalar_t, int64_t NB>
+void fused_block(const RowBlock<scalar_t>& rows, const scalar_t* w, int64_t step, int64_t row_in,
+                 int64_t C, int64_t stride, int64_t columns) {
+  if (stride == 1 && rows.init != nullptr) {
+    fused_3x3_rows<scalar_t, NB, true>(rows, w, step, row_in, C, columns * C);
+  } else if (stride == 1) {
+    fused_3x3_rows<scalar_t, NB, false>(rows, w, step, row_in, C, columns * C);
+  } else if (rows.init != nullptr) {
+    fused_3x3_rows_stride2<scalar_t, NB, true>(rows, w, step, row_in, C, columns);
+  } else {
+    fused_3x3_rows_stride2<scalar_t, NB, false>(rows, w, step, row_in, C, columns);
+  }
+}
+
+// out[q] = bias[q] (or 0) over [lo, hi): the start of the columns the taps add to one by one.
 template <typename scalar_t>
-void forward_rows(const Geometry& g, scalar_t* out, const scalar_t* packed, const scalar_t* in) {
+void initialise(scalar_t* out, const scalar_t* bias, int64_t lo, int64_t hi) {
+  if (bias != nullptr) {
+    std::copy(bias + lo, bias + hi, out + lo);
+  } else {
+    std::fill(out + lo, out + hi, scalar_t(0));
+  }
+}
+
+// `bias`: (H, W, C) or nullptr; `out` need not be initialised.
+template <typename scalar_t>
+void forward_rows(const Geometry& g, scalar_t* out, const scalar_t* packed, const scalar_t* in,
+                  const scalar_t* bias) {
   const int64_t C = g.channels, row_out = g.out_w * C, row_in = g.in_w * C;
-  // r = y * batch + n: a thread's consecutive rows share y, so the row's k*k weight runs stay in
-  // cache across the batch instead of being streamed again for every image.
-  at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t first, int64_t last) {
+  const int64_t blocks = (g.batch + kBlock - 1) / kBlock;
+  // r = y * blocks + block: a thread's consecutive rows share y, so the row's k*k weight runs
+  // stay in cache across the batch instead of being streamed again for every image.
+  at::parallel_for(0, blocks * g.out_h, 1, [&](int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) {
-      const int64_t y = r / g.batch, n = r % g.batch;
-      scalar_t* out_row = out + (n * g.out_h + y) * row_out;
+      const int64_t y = r / blocks, first_image = (r % blocks) * kBlock;
+      const int64_t images = std::min(kBlock, g.batch - first_image);
       int64_t fused_lo = 0, fused_hi = 0;  // columns done by a fused 3x3 pass
       const int64_t centre = y * g.stride;     // input row of tap i = 1
       if (g.k == 3 && g.stride <= 2 && centre >= 1 && centre + 1 < g.in_h) {
@@ -110,45 +165,57 @@ void forward_rows(const Geometry& g, scalar_t* out, const scalar_t* packed, cons
         fused_hi = std::min(g.out_w, (g.in_w - 2) / g.stride + 1);
       }
       if (fused_hi > fused_lo) {
-        const scalar_t* middle = in + (n * g.in_h + centre) * row_in + g.stride * fused_lo * C;
+        RowBlock<scalar_t> rows{};
+        rows.init = bias == nullptr ? nullptr : bias + y * row_out + fused_lo * C;
+        for (int64_t b = 0; b < images; ++b) {
+          const int64_t n = first_image + b;
+          rows.out[b] = out + (n * g.out_h + y) * row_out + fused_lo * C;
+          rows.middle[b] = in + (n * g.in_h + centre) * row_in + g.stride * fused_lo * C;
+        }
         const scalar_t* w = packed + y * 9 * row_out + fused_lo * C;
-        if (g.stride == 1) {
-          fused_3x3_row(out_row + fused_lo * C, w, row_out, middle - row_in, middle,
-                        middle + row_in, C, (fused_hi - fused_lo) * C);
-        } else {
-          fused_3x3_row_stride2(out_row + fused_lo * C, w, row_out, middle - row_in, middle,
-                                middle + row_in, C, fused_hi - fused_lo);
+        const int64_t columns = fused_hi - fused_lo;
+        switch (images) {
+          case 4: fused_block<scalar_t, 4>(rows, w, row_out, row_in, C, g.stride, columns); break;
+          case 3: fused_block<scalar_t, 3>(rows, w, row_out, row_in, C, g.stride, columns); break;
+          case 2: fused_block<scalar_t, 2>(rows, w, row_out, row_in, C, g.stride, columns); break;
+          default: fused_block<scalar_t, 1>(rows, w, row_out, row_in, C, g.stride, columns);
         }
       } else {
         fused_lo = fused_hi = 0;
       }
-      for (int64_t i = 0; i < g.k; ++i) {
-        const int64_t iy = y * g.stride + i - g.pad;
-        if (iy < 0 || iy >= g.in_h) continue;
-        const scalar_t* in_row = in + (n * g.in_h + iy) * row_in;
-        for (int64_t j = 0; j < g.k; ++j) {
-          const int64_t offset = j - g.pad;
-          int64_t lo, hi;
-          column_range(g, offset, lo, hi);
-          if (hi <= lo) continue;
-          const scalar_t* w_row = packed + ((y * g.k + i) * g.k + j) * row_out;
-          if (g.stride == 1) {
-            // the columns left of and right of the fused range (all of them when not fused)
-            const int64_t left_hi = fused_hi > fused_lo ? std::min(hi, fused_lo) : hi;
-            if (left_hi > lo) {
-              multiply_add(out_row + lo * C, w_row + lo * C, in_row + (lo + offset) * C,
-                           (left_hi - lo) * C);
-            }
-            const int64_t right_lo = std::max(lo, fused_hi);
-            if (fused_hi > fused_lo && hi > right_lo) {
-              multiply_add(out_row + right_lo * C, w_row + right_lo * C,
-                           in_row + (right_lo + offset) * C, (hi - right_lo) * C);
-            }
-          } else {
-            for (int64_t x = lo; x < hi; ++x) {
-              if (x >= fused_lo && x < fused_hi) continue;
-              multiply_add(out_row + x * C, w_row + x * C,
-                           in_row + (x * g.stride + offset) * C, C);
+      const scalar_t* bias_row = bias == nullptr ? nullptr : bias + y * row_out;
+      for (int64_t n = first_image; n < first_image + images; ++n) {
+        scalar_t* out_row = out + (n * g.out_h + y) * row_out;
+        initialise(out_row, bias_row, 0, fused_hi > fused_lo ? fused_lo * C : row_out);
+        if (fused_hi > fused_lo) initialise(out_row, bias_row, fused_hi * C, row_out);
+        for (int64_t i = 0; i < g.k; ++i) {
+          const int64_t iy = y * g.stride + i - g.pad;
+          if (iy < 0 || iy >= g.in_h) continue;
+          const scalar_t* in_row = in + (n * g.in_h + iy) * row_in;
+          for (int64_t j = 0; j < g.k; ++j) {
+            const int64_t offset = j - g.pad;
+            int64_t lo, hi;
+            column_range(g, offset, lo, hi);
+            if (hi <= lo) continue;
+            const scalar_t* w_row = packed + ((y * g.k + i) * g.k + j) * row_out;
+            if (g.stride == 1) {
+              // the columns left of and right of the fused range (all of them when not fused)
+              const int64_t left_hi = fused_hi > fused_lo ? std::min(hi, fused_lo) : hi;
+              if (left_hi > lo) {
+                multiply_add(out_row + lo * C, w_row + lo * C, in_row + (lo + offset) * C,
+                             (left_hi - lo) * C);
+              }
+              const int64_t right_lo = std::max(lo, fused_hi);
+              if (fused_hi > fused_lo && hi > right_lo) {
+                multiply_add(out_row + right_lo * C, w_row + right_lo * C,
+                             in_row + (right_lo + offset) * C, (hi - right_lo) * C);
+              }
+            } else {
+              for (int64_t x = lo; x < hi; ++x) {
+                if (x >= fused_lo && x < fused_hi) continue;
+                multiply_add(out_row + x * C, w_row + x * C,
+                             in_row + (x * g.stride + offset) * C, C);
+              }
             }
           }
         }
@@ -224,8 +291,42 @@ void weight_grad_rows(const Geometry& g, scalar_t* grad_packed, const scalar_t* 
   });
 }
 
+// (N, C, P) -> (N, P, C) for contiguous NCHW activations (P = H * W pixels), in tiles of kPixels
+// pixels x kChannels channels so that both the reads and the writes run along cache lines: the
+// general strided copy behind Tensor.contiguous(ChannelsLast) took most of a layer's time.
+template <typename scalar_t>
+void transpose_to_channels_last(const scalar_t* src, scalar_t* dst, int64_t N, int64_t C,
+                                int64_t P) {
+  constexpr int64_t kPixels = 64, kChannels = 16;
+  const int64_t tiles = (P + kPixels - 1) / kPixels;
+  at::parallel_for(0, N * tiles, 1, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t n = t / tiles, p0 = (t % tiles) * kPixels;
+      const int64_t p1 = std::min(P, p0 + kPixels);
+      const scalar_t* in = src + n * C * P;
+      scalar_t* out = dst + n * P * C;
+      // p innermost: contiguous loads, strided stores within the tile (a c-innermost loop is
+      // vectorised into gathers, which were 5-10x slower here)
+      for (int64_t c0 = 0; c0 < C; c0 += kChannels) {
+        const int64_t c1 = std::min(C, c0 + kChannels);
+        for (int64_t c = c0; c < c1; ++c) {
+          for (int64_t p = p0; p < p1; ++p) out[p * C + c] = in[c * P + p];
+        }
+      }
+    }
+  });
+}
+
 at::Tensor channels_last(const at::Tensor& t) {
-  return t.contiguous(at::MemoryFormat::ChannelsLast);
+  if (t.is_contiguous(at::MemoryFormat::ChannelsLast) || !t.is_contiguous() || t.dim() != 4) {
+    return t.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  at::Tensor out = at::empty(t.sizes(), t.options(), at::MemoryFormat::ChannelsLast);
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "tvconv_channels_last", [&] {
+    transpose_to_channels_last<scalar_t>(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                         t.size(0), t.size(1), t.size(2) * t.size(3));
+  });
+  return out;
 }
 
 void check_operands(const at::Tensor& a, const at::Tensor& b) {
@@ -247,14 +348,16 @@ at::Tensor forward(const at::Tensor& input_, const at::Tensor& packed_,
   const Geometry g = geometry(input.sizes(), packed.sizes(), stride);
   at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options(),
                              at::MemoryFormat::ChannelsLast);
+  at::Tensor bias_hwc;  // (H, W, C), the output's channels-last order
   if (bias.has_value() && bias->defined()) {
-    out.copy_(bias->unsqueeze(0).expand_as(out));
-  } else {
-    out.zero_();
+    TORCH_CHECK(bias->sizes() == at::IntArrayRef({g.channels, g.out_h, g.out_w}),
+                "bias (C, H, W) of the output expected");
+    bias_hwc = bias->to(input.scalar_type()).permute({1, 2, 0}).contiguous();
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tvconv_forward", [&] {
     forward_rows<scalar_t>(g, out.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(),
-                           input.data_ptr<scalar_t>());
+                           input.data_ptr<scalar_t>(),
+                           bias_hwc.defined() ? bias_hwc.data_ptr<scalar_t>() : nullptr);
   });
   return out;
 }
