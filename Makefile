@@ -15,9 +15,12 @@ STUDY = DATA_ROOT=$(DATA_ROOT) $(PY) -m studies run --preset $(PRESET) --jobs $(
 ANALYSE = $(PY) -m analysis --preset $(PRESET) --results $(RESULTS)
 # Run a study, then render its tables and figures (also after failed runs: the finished ones
 # are shown; not after a bad spec, exit code 2). The recipe keeps the runner's exit code.
+# With OVERRIDES="task=fundus" the records are those of <study>-fundus.
 define run_and_render
 	$(STUDY) $(1) $(OVERRIDES); status=$$?; \
-	if [ $$status -ne 2 ]; then $(ANALYSE) $(1) || exit $$?; fi; exit $$status
+	if [ $$status -ne 2 ]; then \
+		$(ANALYSE) $(1)$(if $(findstring task=fundus,$(OVERRIDES)),-fundus) || exit $$?; \
+	fi; exit $$status
 endef
 
 .DEFAULT_GOAL := help

@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 from analysis.report import LAYOUT, Report, render, render_layout, update_readme
-from studies.config import TASKS
-from studies.spec import PRESETS, list_studies
+from studies.spec import PRESETS, list_studies, load_spec
 from studies.store import DEFAULT_ROOT, Store
 
 
 def study_names() -> list[str]:
-    """Every study, and every study asked of another task (``<study>-<task>``)."""
-    return [*list_studies(), *(f"{s}-{t}" for s in list_studies() for t in TASKS)]
+    """Every study, and every question its spec can ask of another task (``<study>-<task>``)."""
+    return [
+        *list_studies(),
+        *(f"{study}-{task}" for study in list_studies() for task in load_spec(study).tasks),
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -134,6 +134,11 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
+def metric_name(metric: str) -> str:
+    """A short name for titles: accuracy (face), Dice (fundus)."""
+    return "Dice" if metric.startswith("dice") else "accuracy"
+
+
 # ----------------------------------------------------------------- question 1: augmentation
 
 
@@ -156,7 +161,7 @@ def aug_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list[P
             _points(left, x, summary, ATOM_COLOURS[atom], ATOM_LABELS[atom])
         _categorical_axis(left, order, "augmentation (layout-preserving → destroying)", 30)
         left.set_ylabel(metric_label(metric))
-        left.set_title("accuracy per augmentation")
+        left.set_title(f"{metric_name(metric)} per augmentation")
         left.legend(loc="best")
         pairs = paired_differences(runs, metric)
         pairs["level"] = pairs["run_id"].map(usable.set_index("run_id")["level"])
@@ -203,7 +208,7 @@ def init_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list[
             )
         _categorical_axis(left, inits, "affinity-map initialisation")
         left.set_ylabel(metric_label(metric))
-        left.set_title("accuracy per initialisation")
+        left.set_title(f"{metric_name(metric)} per initialisation")
         left.legend(loc="best")
         by_maps = tv[tv["model.init"] == default_init]
         counts = sorted(by_maps["model.affinity_channels"].unique())
@@ -221,7 +226,7 @@ def init_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list[
         right.set_xticklabels([str(c) for c in counts])
         right.set_xlabel("affinity maps c_A (log scale)")
         right.set_ylabel(metric_label(metric))
-        right.set_title("accuracy vs number of affinity maps")
+        right.set_title(f"{metric_name(metric)} vs number of affinity maps")
         right.legend(loc="best")
         fig.tight_layout()
         return save(fig, stem)
@@ -287,7 +292,7 @@ def weightgen_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> 
         left.set_yticklabels([str(d) for d in depths])
         left.set_xlabel("generator width (inter channels)")
         left.set_ylabel("generator depth (inter layers)")
-        left.set_title("TVConv accuracy (%), mean ± std over seeds")
+        left.set_title(f"TVConv {metric_name(metric)} (%), mean ± std over seeds")
         left.grid(False)
         fig.colorbar(image, ax=left, label=metric_label(metric), fraction=0.05)
         labels = []
@@ -328,7 +333,7 @@ def depth_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list
             _points(ax, np.array([i]), one, ATOM_COLOURS[atom], None, linestyle="none")
         _categorical_axis(ax, order, "TVConv insertion pattern (sites, shallow → deep)", 30)
         ax.set_ylabel(metric_label(metric))
-        ax.set_title("accuracy vs where TVConv replaces the depthwise conv")
+        ax.set_title(f"{metric_name(metric)} vs where TVConv replaces the depthwise conv")
         cost = ax.twinx()
         cost.plot(
             range(len(order)),
@@ -350,7 +355,7 @@ def depth_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list
                 color=ATOM_COLOURS[a],
                 marker="o",
                 linestyle="none",
-                label=f"{ATOM_LABELS[a]} accuracy (mean, 95% CI)",
+                label=f"{ATOM_LABELS[a]} {metric_name(metric)} (mean, 95% CI)",
             )
             for a in ("dw", "tvconv")
         ]

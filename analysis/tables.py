@@ -306,12 +306,16 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             fallback = "baseline" if is_dw else "–"
             row.append(_paired_text(paired.loc[cell]) if cell in paired.index else fallback)
         rows.append(row)
+    domain_of = usable.groupby("cell")["data.held_out"].first()
     for column, (metric, _header, higher) in enumerate(metrics, start=2):
-        bold |= _bold_best(summaries[metric], cells, column, higher)
+        for domain in sorted(set(domain_of)):  # compare cells tested on the same domain only
+            same = [c for c in cells if domain_of[c] == domain]
+            chosen = _bold_best(summaries[metric], same, column, higher)
+            bold |= {(cells.index(same[r]), c) for r, c in chosen}
     notes = [
         "Dice (%, higher is better) and HD95 / ASD (pixels at the model's input size, lower is "
         "better) per test image, averaged; mean [95% bootstrap CI] over seeds (n); best mean "
-        "per column in bold."
+        "per column among the cells with the same held-out domain in bold."
     ]
     if not paired.empty:
         notes.append(
@@ -351,10 +355,12 @@ def seg_domain_table(runs: pd.DataFrame) -> Table:
                 stats = summarise(of_domain[f"dice_{structure}_pct"])
                 columns.setdefault(len(row), []).append(stats["mean"])
                 row.append(mean_std(pd.Series(stats)))
-        complete = set(chosen["data.held_out"]) == set(domains)
         for structure in ("cup", "disc"):
-            per_seed = chosen.groupby("seed")[f"dice_{structure}_pct"].mean()
-            stats = summarise(per_seed if complete else [])
+            by_seed = chosen.pivot_table(
+                index="seed", columns="data.held_out", values=f"dice_{structure}_pct"
+            ).reindex(columns=domains)
+            per_seed = by_seed.dropna().mean(axis=1)  # seeds with a run on every domain
+            stats = summarise(per_seed)
             columns.setdefault(len(row), []).append(stats["mean"])
             row.append(mean_std(pd.Series(stats)))
         rows.append(row)
@@ -373,8 +379,8 @@ def seg_domain_table(runs: pd.DataFrame) -> Table:
     rows.append(prior)
     notes = [
         "Dice (%) on the held-out domain's test split (Dk = domain k held out, the model trained "
-        "on the other three), mean ± std over seeds; mean over domains per seed, then over seeds "
-        "(– unless every domain has runs); best per column in bold.",
+        "on the other three), mean ± std over seeds; the means over domains use the seeds with a "
+        "complete run on every domain (– if none); best per column in bold.",
         "Layout prior: the training masks' per-pixel majority used as the prediction for every "
         "test image, the floor an image-blind model reaches on layout-aligned data.",
     ]

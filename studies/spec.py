@@ -93,7 +93,7 @@ class Spec:
             kept = {k: v for k, v in settings.items() if k in ("base", "seeds", "grid")}
             if "grid" in section:
                 kept["grid"] = section["grid"]
-            presets[preset] = {**kept, **section.get("presets", {}).get(preset, {})}
+            presets[preset] = {**kept, **(section.get("presets") or {}).get(preset, {})}
         return Spec(
             name=f"{self.name}-{task}",  # its own store folder and W&B group: init-fundus
             path=self.path,
@@ -267,19 +267,28 @@ def load_spec(name_or_path: str | Path) -> Spec:
     if not isinstance(grid, list):
         raise SpecError(f"{path}: grid must be a list of blocks, got {grid!r}")
     tasks = content.get("tasks") or {}
-    for other, section in tasks.items() if isinstance(tasks, dict) else [(None, tasks)]:
+    if not isinstance(tasks, dict):
+        raise SpecError(f"{path}: tasks must map a task to {{base, grid, presets}}, got {tasks!r}")
+    for other, section in tasks.items():
         if other not in TASKS or other == task or not isinstance(section, dict):
             raise SpecError(
                 f"{path}: tasks.{other}: expected a task other than {task} "
                 f"({', '.join(t for t in TASKS if t != task)}) mapping to {{base, grid, presets}}"
             )
         extra = sorted(set(section) - {"base", "grid", "presets"})
-        unknown_presets = sorted(set(section.get("presets") or {}) - set(presets))
-        if extra or unknown_presets:
+        section_presets = section.get("presets") or {}
+        unknown_presets = sorted(set(section_presets) - set(presets))
+        if extra or unknown_presets or not isinstance(section_presets, dict):
             raise SpecError(
                 f"{path}: tasks.{other}: unknown key(s) {extra or unknown_presets}; expected "
                 "base, grid and presets (of the spec's presets) with grid / overrides"
             )
+        for preset, settings in section_presets.items():
+            if not isinstance(settings, dict) or set(settings) - {"grid", "overrides"}:
+                raise SpecError(
+                    f"{path}: tasks.{other}.presets.{preset}: expected a mapping with grid "
+                    f"and / or overrides, got {settings!r}"
+                )
     return Spec(
         name=path.stem,
         path=path,

@@ -276,7 +276,8 @@ def hd95_asd(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
     The distances from every surface pixel of the prediction to the nearest surface pixel of the
     target and from every target surface pixel to the nearest prediction surface pixel are pooled;
     HD95 is their 95th percentile (linear interpolation, as medpy's ``hd95``) and ASD their mean
-    (the symmetric average surface distance). Both masks empty gives 0; exactly one empty gives
+    (the symmetric average surface distance over the pooled distances; medpy's ``assd`` instead
+    averages the two directed means). Both masks empty gives 0; exactly one empty gives
     the image diagonal sqrt(H^2 + W^2), the largest possible distance, as a penalty.
     """
     _check_masks(prediction, "prediction")

@@ -115,7 +115,7 @@ class _CppTranslationVariantConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride):
         extension = kernels.cpu_extension()
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = extension.channels_last(x)  # a tiled transpose for NCHW inputs
         packed = kernels.packed_weight(weight)
         ctx.save_for_backward(x, packed)
         ctx.stride, ctx.has_bias = stride, bias is not None
@@ -126,6 +126,7 @@ class _CppTranslationVariantConv(torch.autograd.Function):
     def backward(ctx, grad_out):
         extension = kernels.cpu_extension()
         x, packed = ctx.saved_tensors
+        grad_out = extension.channels_last(grad_out)  # once, for both gradients
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = extension.input_grad(grad_out, packed, list(x.shape), ctx.stride)

@@ -96,7 +96,11 @@ def test_fundus_table_cis_lower_is_better_and_paired_dice():
     assert rows["atom=tvconv held_out=1"][-1] == "+6.0 [+6.0, +6.0] (2/2)"
     hd95_cup = header.index("HD95 cup")
     best_hd95 = [r for r, row in enumerate(table.rows) if (r, hd95_cup) in table.bold]
-    assert [table.rows[r][0] for r in best_hd95] == ["atom=aspp held_out=1"]  # lowest HD95
+    # lowest HD95 per held-out domain: cells tested on different domains are not compared
+    assert [table.rows[r][0] for r in best_hd95] == [
+        "atom=aspp held_out=1",
+        "atom=tvconv held_out=2",
+    ]
     assert set(long["metric"]) >= {"dice_cup_pct", "hd95_disc_px", "diff_dice_mean_pct"}
 
 

@@ -123,6 +123,19 @@ def test_cross_zip_and_dedup(write_spec):
     [
         ("task: face\ngrid: [{model.atom: [dw, }\n", "YAML syntax error"),
         (
+            "task: face\npresets: {smoke: {base: smoke}}\n"
+            "tasks: {fundus: {presets: {smoke: {overides: {seed: 1}}}}}\n",
+            r"tasks.fundus.presets.smoke: expected a mapping with grid and / or overrides",
+        ),
+        (
+            "task: face\npresets: {smoke: {base: smoke}}\ntasks: {fundus: {presets: {smoke: }}}\n",
+            r"tasks.fundus.presets.smoke: expected a mapping",
+        ),
+        (
+            "task: face\npresets: {smoke: {base: smoke}}\ntasks: {face: {base: {}}}\n",
+            r"tasks.face: expected a task other than face",
+        ),
+        (
             "task: face\ngrid:\n  - {model.widht: 2}\npresets: {smoke: {base: smoke}}\n",
             r"tiny.yaml: grid cell widht=2: model.widht=2: unknown key 'widht'",
         ),

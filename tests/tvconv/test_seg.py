@@ -63,14 +63,15 @@ def test_every_atom_maps_images_to_two_logit_maps(atom):
 def test_tvconv_replaces_exactly_the_three_aspp_depthwise_convs():
     model = create(SMALL, atom="tvconv", input_size=96, **SMALL_TVCONV)
     sites = model.tvconv_sites
-    assert [s.name for s in sites] == [f"branches.{i}.depthwise.0" for i in (1, 2, 3)]
+    assert [s.name for s in sites] == [f"aspp.branches.{i}.depthwise.0" for i in (1, 2, 3)]
+    assert all(isinstance(model.get_submodule(s.name), TVConv) for s in sites)
     assert {(s.channels, s.h, s.w, s.stride) for s in sites} == {(64, 6, 6, 1)}
     layers = [m for m in model.modules() if isinstance(m, TVConv)]
     assert len(layers) == 3 and all(layer in list(model.aspp.modules()) for layer in layers)
     dw = create(SMALL, atom="dw", input_size=96)
     assert count(model.backbone) == count(dw.backbone)  # the backbone keeps its depthwise convs
     first = create(SMALL, atom="tvconv", input_size=96, select="first:1", **SMALL_TVCONV)
-    assert [s.name for s in first.tvconv_sites] == ["branches.1.depthwise.0"]
+    assert [s.name for s in first.tvconv_sites] == ["aspp.branches.1.depthwise.0"]
 
 
 def test_aspp_atom_uses_dilated_branches_at_the_paper_rates():
@@ -187,6 +188,8 @@ def test_bad_settings_are_refused_with_what_was_expected(tmp_path):
         override(config, "model.name=mobilenet_v2_x0_1")
     with pytest.raises(ValueError, match=r"model\.atom='shift' is invalid"):
         override(config, "model.atom=shift")
+    with pytest.raises(ValueError, match="a multiple of 16, at least 32"):
+        override(config, "data.image_size=72")
     with pytest.raises(ValueError, match="lacks 16 folder"):
         check_paths(override(config, f"data.root={tmp_path}"))
     with pytest.raises(ValueError, match="an existing local state-dict file"):

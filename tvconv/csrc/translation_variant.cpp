@@ -334,6 +334,11 @@ void check_operands(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), "operand dtypes differ");
 }
 
+at::Tensor channels_last_copy(const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu() && t.dim() == 4, "a CPU tensor (N, C, H, W) expected");
+  return channels_last(t);
+}
+
 // (C, k, k, H, W) -> (H, k, k, W, C), contiguous.
 at::Tensor pack_weight(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 5, "weight (C, k, k, H, W) expected");
@@ -350,9 +355,10 @@ at::Tensor forward(const at::Tensor& input_, const at::Tensor& packed_,
                              at::MemoryFormat::ChannelsLast);
   at::Tensor bias_hwc;  // (H, W, C), the output's channels-last order
   if (bias.has_value() && bias->defined()) {
+    check_operands(input, *bias);
     TORCH_CHECK(bias->sizes() == at::IntArrayRef({g.channels, g.out_h, g.out_w}),
                 "bias (C, H, W) of the output expected");
-    bias_hwc = bias->to(input.scalar_type()).permute({1, 2, 0}).contiguous();
+    bias_hwc = bias->permute({1, 2, 0}).contiguous();
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tvconv_forward", [&] {
     forward_rows<scalar_t>(g, out.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(),
@@ -396,6 +402,7 @@ at::Tensor weight_grad(const at::Tensor& grad_out_, const at::Tensor& input_,
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_weight", &pack_weight, "(C, k, k, H, W) -> the kernels' (H, k, k, W, C) layout");
+  m.def("channels_last", &channels_last_copy, "a channels-last (N, C, H, W), tiled from NCHW");
   m.def("forward", &forward, "TVConv core op, forward (CPU, channels-last output)");
   m.def("input_grad", &input_grad, "gradient w.r.t. the input (CPU, channels-last)");
   m.def("weight_grad", &weight_grad, "gradient w.r.t. the (C, k, k, H, W) weight (CPU)");

@@ -4,10 +4,10 @@ An entry point builds the depthwise (``atom="dw"``) network from keyword argumen
 ``input_size``, ``embedding_size`` and ``dropout``. ``create(..., atom="tvconv")`` then swaps
 the selected depthwise sites for TVConv through ``replace_depthwise``, so the TVConv model is
 exactly the dw model with its depthwise convs replaced; the replaced sites are kept on
-``model.tvconv_sites``. A model may narrow where TVConv goes with ``tvconv_target()`` (a
-submodule and its input shape; the segmenter's ASPP), and declare other atoms than dw / tvconv
-(the segmenter's ``aspp``), which its entry point receives as ``atom``. Each model belongs to a
-task (``face`` or ``fundus``).
+``model.tvconv_sites`` (names relative to the model). A model may narrow where TVConv goes with
+``tvconv_target()`` (a submodule and its input shape; the segmenter's ASPP), and declare other
+atoms than dw / tvconv (the segmenter's ``aspp``), which its entry point receives as ``atom``.
+Each model belongs to a task (``face`` or ``fundus``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -53,8 +53,10 @@ def register_model(
 ) -> Callable[..., nn.Module]:
     if name in _MODELS:
         raise ValueError(f"model {name!r} is already registered")
-    if task not in TASKS or "tvconv" not in atoms:
-        raise ValueError(f"model {name!r}: task must be in {TASKS} and atoms include tvconv")
+    if task not in TASKS:
+        raise ValueError(f"model {name!r}: task must be one of {TASKS}, got {task!r}")
+    if "tvconv" not in atoms:
+        raise ValueError(f"model {name!r}: atoms must include tvconv, got {tuple(atoms)}")
     _MODELS[name] = _Entry(entry_point, task, tuple(atoms))
     return entry_point
 
@@ -107,11 +109,9 @@ def create(
         kwargs["embedding_size"] = embedding_size
     accepted = inspect.signature(entry.build).parameters
     unknown = sorted(set(kwargs) - set(accepted) - {"atom"})
-    if unknown or "atom" in kwargs:
+    if unknown:
         allowed = sorted({*accepted, *TVCONV_OPTIONS, "select"} - {"atom"})
-        raise ValueError(
-            f"unknown option(s) {unknown or ['atom']} for {name}; expected some of {allowed}"
-        )
+        raise ValueError(f"unknown option(s) {unknown} for {name}; expected some of {allowed}")
     if "atom" in accepted:
         kwargs["atom"] = "dw" if atom == "tvconv" else atom
     model = entry.build(input_size=input_size, **kwargs)
@@ -120,5 +120,8 @@ def create(
             model.tvconv_target() if hasattr(model, "tvconv_target") else (model, model.input_size)
         )
         _, sites = replace_depthwise(target, target_input, select=select, **tvconv_kwargs)
-        model.tvconv_sites = sites
+        prefix = next(n for n, m in model.named_modules() if m is target)  # "" for the model
+        model.tvconv_sites = [
+            replace(site, name=f"{prefix}.{site.name}" if prefix else site.name) for site in sites
+        ]
     return model

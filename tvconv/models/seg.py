@@ -9,8 +9,9 @@ and the classifier are not used). Low-level features come from stride 4 (``featu
 ASPP, selected by ``atom``:
 
 - ``aspp``: the standard DeepLabV3 head: a 1x1 branch, three dilated 3x3 branches (rates 6, 12,
-  18; at output stride 16 a 256 px input gives a 16x16 map, where rate 18 only keeps the centre
-  tap), image pooling, then a 1x1 projection.
+  18), image pooling, then a 1x1 projection. At output stride 16 a 256 px input gives a 16x16
+  map, where rate 18 only keeps the centre tap; at 96 px (6x6) every rate does, and the three
+  branches act as 1x1 convs.
 - ``dw``: each dilated branch becomes an inverted residual, 1x1 -> depthwise 3x3 -> 1x1, all with
   the branch's width. The depthwise conv is not dilated: TVConv has no dilation, and ``tvconv``
   replaces exactly this conv, so ``dw`` vs ``tvconv`` isolates translation variance.
