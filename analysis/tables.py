@@ -135,6 +135,43 @@ def benchmarks_of(runs: pd.DataFrame) -> list[str]:
     return known + sorted(names - set(known))
 
 
+def _varying_costs(usable: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """The ``COSTS`` columns whose values differ between runs (shown only then)."""
+    return [
+        (metric, header, scale)
+        for metric, header, scale in COSTS
+        if metric in usable and usable[metric].nunique() > 1
+    ]
+
+
+def _few_seeds_notes(usable: pd.DataFrame) -> list[str]:
+    if len(usable) and usable.groupby("cell").size().max() < FEW_SEEDS:
+        return [
+            f"Fewer than {FEW_SEEDS} seeds per cell: the bootstrap CIs are narrower than their "
+            "nominal 95% (with 2 seeds they span the two values); read them as ranges."
+        ]
+    return []
+
+
+def _long_form(summaries: dict, paired: pd.DataFrame, headline: str) -> pd.DataFrame:
+    """The CSV's numbers: every summary row, then the paired differences as ``diff_<headline>``."""
+    return pd.concat(
+        [summaries[m].reset_index() for m in summaries]
+        + ([paired.reset_index().assign(metric=f"diff_{headline}")] if not paired.empty else []),
+        ignore_index=True,
+    )
+
+
+def _bold_best(
+    summaries: pd.DataFrame, cells: list[str], column: int, higher: bool
+) -> set[tuple[int, int]]:
+    means = summaries["mean"].reindex(cells)
+    if not means.notna().any():
+        return set()
+    best = means.max() if higher else means.min()
+    return {(r, column) for r, cell in enumerate(cells) if means[cell] == best}
+
+
 def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     """The study table and its numbers in long form (cell, metric, n, mean, std, CI, paired
     difference) for the CSV."""
@@ -142,11 +179,7 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     cells = cell_order(usable)
     benchmarks = benchmarks_of(usable)
     metrics = [f"{b}_acc_pct" for b in benchmarks] + [HEADLINE]
-    costs = [
-        (metric, header, scale)
-        for metric, header, scale in COSTS
-        if metric in usable and usable[metric].nunique() > 1
-    ]
+    costs = _varying_costs(usable)
     summaries = {metric: aggregate(usable, metric).set_index("cell") for metric in metrics}
     for metric, _header, _scale in costs:
         summaries[metric] = aggregate(usable, metric).set_index("cell")
@@ -164,10 +197,7 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             row.append(_paired_text(paired.loc[cell]) if cell in paired.index else "baseline")
         rows.append(row)
     for column, metric in enumerate(metrics, start=2):
-        means = summaries[metric]["mean"].reindex(cells)
-        if means.notna().any():
-            best = means.max()
-            bold.update((r, column) for r, cell in enumerate(cells) if means[cell] == best)
+        bold |= _bold_best(summaries[metric], cells, column, higher=True)
     notes = [
         "Accuracy (%) on the verification benchmarks, mean ± std over seeds (n); best mean per "
         "column in bold."
@@ -177,17 +207,8 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             "Δ: paired difference of the mean accuracy to the depthwise run with the same seed and "
             "data, mean [95% bootstrap CI] (pairs where TVConv is higher / pairs)."
         )
-    if len(usable) and usable.groupby("cell").size().max() < FEW_SEEDS:
-        notes.append(
-            f"Fewer than {FEW_SEEDS} seeds per cell: the bootstrap CIs are narrower than their "
-            "nominal 95% (with 2 seeds they span the two values); read them as ranges."
-        )
-    long = pd.concat(
-        [summaries[m].reset_index() for m in summaries]
-        + ([paired.reset_index().assign(metric=f"diff_{HEADLINE}")] if not paired.empty else []),
-        ignore_index=True,
-    )
-    return Table(header, rows, bold, notes), long
+    notes += _few_seeds_notes(usable)
+    return Table(header, rows, bold, notes), _long_form(summaries, paired, HEADLINE)
 
 
 def _paired_text(row: pd.Series) -> str:
@@ -267,16 +288,6 @@ def _with_ci(row: pd.Series, digits: int = 1) -> str:
     return f"{number(row['mean'], digits)} [{low}, {high}]"
 
 
-def _bold_best(
-    summaries: pd.DataFrame, cells: list[str], column: int, higher: bool
-) -> set[tuple[int, int]]:
-    means = summaries["mean"].reindex(cells)
-    if not means.notna().any():
-        return set()
-    best = means.max() if higher else means.min()
-    return {(r, column) for r, cell in enumerate(cells) if means[cell] == best}
-
-
 def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     """A fundus study: per cell, Dice / HD95 / ASD mean [95% CI] over seeds, the costs that
     vary, and the paired difference of the mean Dice to the depthwise run; long numbers for the
@@ -284,11 +295,7 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     usable = complete_runs(runs)
     cells = cell_order(usable)
     metrics = [m for m in SEG_METRICS if m[0] in usable]
-    costs = [
-        (metric, header, scale)
-        for metric, header, scale in COSTS
-        if metric in usable and usable[metric].nunique() > 1
-    ]
+    costs = _varying_costs(usable)
     summaries = {m: aggregate(usable, m).set_index("cell") for m, _h, _b in metrics}
     for metric, _header, _scale in costs:
         summaries[metric] = aggregate(usable, metric).set_index("cell")
@@ -322,19 +329,8 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             "Δ: paired difference of the mean of cup and disc Dice to the depthwise run with the "
             "same seed and data, mean [95% CI] (pairs where the cell is higher / pairs)."
         )
-    if len(usable) and usable.groupby("cell").size().max() < FEW_SEEDS:
-        notes.append(
-            f"Fewer than {FEW_SEEDS} seeds per cell: the bootstrap CIs are narrower than their "
-            "nominal 95% (with 2 seeds they span the two values); read them as ranges."
-        )
-    long = pd.concat(
-        [summaries[m].reset_index() for m in summaries]
-        + (
-            [paired.reset_index().assign(metric=f"diff_{SEG_HEADLINE}")] if not paired.empty else []
-        ),
-        ignore_index=True,
-    )
-    return Table(header, rows, bold, notes), long
+    notes += _few_seeds_notes(usable)
+    return Table(header, rows, bold, notes), _long_form(summaries, paired, SEG_HEADLINE)
 
 
 def seg_domain_table(runs: pd.DataFrame) -> Table:

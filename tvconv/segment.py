@@ -22,12 +22,7 @@ helpers this module shares. CLI: ``python -m tvconv.segment [--preset cpu-quick|
 
 from __future__ import annotations
 
-import argparse
 import copy
-import hashlib
-import json
-import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -39,7 +34,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-import tvconv
 from tvconv import affinity, models
 from tvconv.convert import deploy
 from tvconv.data.augment import Augmentation
@@ -50,20 +44,25 @@ from tvconv.metrics import postprocess, segmentation_metrics
 from tvconv.ops import NORMS
 from tvconv.train import (
     CHECKPOINT,
-    SCHEDULES,
     FitResult,
     _autocast,
+    _check_runtime,
+    _check_schedule,
+    _epoch_batches,
     _fail,
+    _fingerprint,
     _finite_everywhere,
     _number_at_least,
     _positive_int,
     _progress,
+    _resume,
+    _save_epoch,
     _start_runtime,
+    _steps_per_epoch,
+    _timings,
     environment,
-    load_checkpoint,
     lr_at,
-    override,
-    save_checkpoint,
+    run_cli,
     to_dict,
 )
 
@@ -151,12 +150,7 @@ class FundusOptimConfig:
         _number_at_least("optim.lr", self.lr, 0.0)
         _number_at_least("optim.weight_decay", self.weight_decay, 0.0)
         _number_at_least("optim.dice_weight", self.dice_weight, 0.0)
-        if self.schedule not in SCHEDULES:
-            _fail("optim.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
-        if not all(0 < m <= 1 for m in self.milestones) or list(self.milestones) != sorted(
-            self.milestones
-        ):
-            _fail("optim.milestones", self.milestones, "increasing fractions in (0, 1]")
+        _check_schedule(self.schedule, self.milestones)
         if not 0 < self.gamma <= 1:
             _fail("optim.gamma", self.gamma, "a number in (0, 1]")
 
@@ -194,23 +188,11 @@ class FundusConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seed, int) or self.seed < 0:
-            _fail("seed", self.seed, "an int >= 0")
-        if self.amp not in ("off", "bf16", "fp16"):
-            _fail("amp", self.amp, "one of off, bf16, fp16")
-        if self.threads is not None:
-            _positive_int("threads", self.threads)
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            _fail("device", self.device, "auto, cpu or cuda[:N]")
+        _check_runtime(self)
 
     def fingerprint(self) -> str:
         """Hash of the result-affecting fields (not device, threads, progress, paths)."""
-        fields = to_dict(self)
-        for key in ("device", "threads", "progress", "checkpoint_dir"):
-            fields.pop(key)
-        fields["eval"].pop("batch_size")
-        payload = json.dumps({"config": fields, "version": tvconv.RESULTS_VERSION}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return _fingerprint(self, "eval.batch_size")
 
 
 def cpu_quick_config(**model_options) -> FundusConfig:
@@ -386,23 +368,12 @@ def fit_fundus(
     optim = config.optim
     optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     scaler = torch.amp.GradScaler(enabled=config.amp == "fp16")
-    history: list[dict] = []
-    first_epoch = 0
     fingerprint = config.fingerprint()
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    if checkpoint is not None and (state := load_checkpoint(checkpoint, fingerprint)):
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        history, first_epoch = state["history"], state["epoch"]
+    history, first_epoch = _resume(checkpoint, fingerprint, model, optimizer, scaler)
     net = nn.parallel.DistributedDataParallel(model) if runtime.world_size > 1 else model
 
-    local_batch = optim.batch_size // runtime.world_size
-    steps_per_epoch = len(train) // optim.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"optim.batch_size={optim.batch_size} exceeds the {len(train)} training images"
-        )
+    steps_per_epoch = _steps_per_epoch(len(train), optim.batch_size)
     augment = Augmentation(config.data.augment)
     status, reason = "complete", None
     progress = _progress(
@@ -411,11 +382,9 @@ def fit_fundus(
     train_start = time.perf_counter()
     for epoch in range(first_epoch, optim.epochs):
         epoch_start = time.perf_counter()
-        torch.manual_seed(config.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(train), generator=stream(config.seed, f"order-{epoch}"))
-        augment_rng = stream(config.seed, f"augment-{epoch}-rank{runtime.rank}")
-        global_batches = order[: steps_per_epoch * optim.batch_size].view(steps_per_epoch, -1)
-        local = global_batches[:, runtime.rank * local_batch : (runtime.rank + 1) * local_batch]
+        local, augment_rng = _epoch_batches(
+            config.seed, epoch, len(train), optim.batch_size, runtime
+        )
         net.train()
         loss_sum = seen = 0.0
         for step, chunk in enumerate(local):
@@ -453,17 +422,7 @@ def fit_fundus(
         }
         history.append(row)
         if checkpoint is not None and runtime.is_main:
-            save_checkpoint(
-                checkpoint,
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "history": history,
-                },
-            )
+            _save_epoch(checkpoint, fingerprint, epoch + 1, model, optimizer, scaler, history)
         if on_epoch_end is not None and runtime.is_main:
             on_epoch_end(row)
     progress.close()
@@ -491,12 +450,7 @@ def fit_fundus(
         reason=reason,
         metrics=metrics,
         history=history,
-        timings={
-            "data_seconds": data_seconds,
-            "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - eval_start,
-            "total_seconds": time.perf_counter() - start,
-        },
+        timings=_timings(start, data_seconds, train_seconds, eval_start),
         environment=environment(runtime),
         config=to_dict(config),
         model=model,
@@ -507,49 +461,21 @@ def fit_fundus(
 # ------------------------------------------------------------------------------------ cli
 
 
+SUMMARY_KEYS = ("dice_cup_pct", "dice_disc_pct", "hd95_cup_px", "hd95_disc_px")
+PRIOR_KEYS = ("prior_dice_cup_pct", "prior_dice_disc_pct")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return run_cli(
+        argv,
         prog="python -m tvconv.segment",
         description="Train and evaluate one leave-one-domain-out fundus segmentation run.",
+        presets=PRESETS,
+        example="model.atom=dw data.held_out=3 optim.epochs=4",
+        check=check_paths,
+        train=fit_fundus,
+        summary_keys=lambda metrics: [k for k in SUMMARY_KEYS if k in metrics] + list(PRIOR_KEYS),
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-quick")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="e.g. model.atom=dw data.held_out=3 optim.epochs=4",
-    )
-    parser.add_argument("--out", type=Path, help="write the run record (JSON) here")
-    args = parser.parse_args(argv)
-    try:
-        config = PRESETS[args.preset]()
-        for assignment in args.overrides:
-            config = override(config, assignment)
-        check_paths(config)
-    except ValueError as error:
-        parser.error(str(error))
-    result = fit_fundus(config)
-    if int(os.environ.get("RANK", "0")) == 0:
-        record = result.to_record()
-        if args.out is not None:
-            args.out.write_text(json.dumps(record, indent=2))
-        keys = ("dice_cup_pct", "dice_disc_pct", "hd95_cup_px", "hd95_disc_px")
-        summary = {k: round(result.metrics[k], 2) for k in keys if k in result.metrics}
-        for key in ("prior_dice_cup_pct", "prior_dice_disc_pct"):
-            summary[key] = round(result.metrics.get(key, math.nan), 2)
-        print(
-            json.dumps(
-                {
-                    "status": result.status,
-                    "reason": result.reason,
-                    **summary,
-                    "train_seconds": round(result.timings["train_seconds"], 1),
-                }
-            )
-        )
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 0 if result.status == "complete" else 1
 
 
 if __name__ == "__main__":

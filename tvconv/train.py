@@ -81,6 +81,38 @@ def _number_at_least(key: str, value: object, low: float) -> None:
         _fail(key, value, f"a finite number >= {low}")
 
 
+def _check_schedule(schedule: str, milestones: tuple[float, ...]) -> None:
+    if schedule not in SCHEDULES:
+        _fail("optim.schedule", schedule, f"one of {', '.join(SCHEDULES)}")
+    if not all(0 < m <= 1 for m in milestones) or list(milestones) != sorted(milestones):
+        _fail("optim.milestones", milestones, "increasing fractions in (0, 1]")
+
+
+def _check_runtime(config: object) -> None:
+    """The top-level keys every training config shares: seed, amp, threads, device."""
+    if not isinstance(config.seed, int) or config.seed < 0:
+        _fail("seed", config.seed, "an int >= 0")
+    if config.amp not in AMP_MODES:
+        _fail("amp", config.amp, f"one of {', '.join(AMP_MODES)}")
+    if config.threads is not None:
+        _positive_int("threads", config.threads)
+    if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
+        _fail("device", config.device, "auto, cpu or cuda[:N]")
+
+
+def _fingerprint(config: object, *dropped: str) -> str:
+    """Hash of a training config's result-affecting fields: all but device, threads, progress,
+    paths and the ``dropped`` dotted keys (e.g. ``data.workers``)."""
+    fields = to_dict(config)
+    for key in ("device", "threads", "progress", "checkpoint_dir"):
+        fields.pop(key)
+    for key in dropped:
+        group, name = key.split(".")
+        fields[group].pop(name)
+    payload = json.dumps({"config": fields, "version": tvconv.RESULTS_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Training data and benchmarks. Synthetic faces unless ``train_root`` is given; real
@@ -170,12 +202,7 @@ class OptimConfig:
         _positive_int("optim.batch_size", self.batch_size)
         _number_at_least("optim.lr", self.lr, 0.0)
         _number_at_least("optim.weight_decay", self.weight_decay, 0.0)
-        if self.schedule not in SCHEDULES:
-            _fail("optim.schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
-        if not all(0 < m <= 1 for m in self.milestones) or list(self.milestones) != sorted(
-            self.milestones
-        ):
-            _fail("optim.milestones", self.milestones, "increasing fractions in (0, 1]")
+        _check_schedule(self.schedule, self.milestones)
         if not 0 <= self.momentum < 1 or not 0 < self.gamma <= 1:
             _fail("optim.momentum/gamma", (self.momentum, self.gamma), "[0, 1) and (0, 1]")
         if not 0 <= self.label_smoothing < 1:
@@ -216,23 +243,11 @@ class TrainConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seed, int) or self.seed < 0:
-            _fail("seed", self.seed, "an int >= 0")
-        if self.amp not in AMP_MODES:
-            _fail("amp", self.amp, f"one of {', '.join(AMP_MODES)}")
-        if self.threads is not None:
-            _positive_int("threads", self.threads)
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            _fail("device", self.device, "auto, cpu or cuda[:N]")
+        _check_runtime(self)
 
     def fingerprint(self) -> str:
         """Hash of the result-affecting fields (not device, threads, progress, paths)."""
-        fields = to_dict(self)
-        for key in ("device", "threads", "progress", "checkpoint_dir"):
-            fields.pop(key)
-        fields["data"].pop("workers")
-        payload = json.dumps({"config": fields, "version": tvconv.RESULTS_VERSION}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return _fingerprint(self, "data.workers")
 
 
 def cpu_quick_config(**model_options) -> TrainConfig:
@@ -580,7 +595,67 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     return state
 
 
+def _resume(
+    checkpoint: Path | None, fingerprint: str, model: nn.Module, optimizer, scaler
+) -> tuple[list[dict], int]:
+    """Load the state of an interrupted run into model, optimizer and scaler; returns its
+    history and the epoch to continue from (([], 0) when there is none)."""
+    if checkpoint is None or not (state := load_checkpoint(checkpoint, fingerprint)):
+        return [], 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    return state["history"], state["epoch"]
+
+
+def _save_epoch(
+    checkpoint: Path, fingerprint: str, epoch: int, model: nn.Module, optimizer, scaler, history
+) -> None:
+    save_checkpoint(
+        checkpoint,
+        {
+            "fingerprint": fingerprint,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "history": history,
+        },
+    )
+
+
 # ------------------------------------------------------------------------------------ fit
+
+
+def _steps_per_epoch(images: int, batch_size: int) -> int:
+    steps = images // batch_size
+    if steps == 0:
+        raise ValueError(f"optim.batch_size={batch_size} exceeds the {images} training images")
+    return steps
+
+
+def _epoch_batches(
+    seed: int, epoch: int, images: int, batch_size: int, runtime: _Runtime
+) -> tuple[torch.Tensor, torch.Generator]:
+    """This rank's sample indices of every step of ``epoch`` (steps, local batch) and the
+    epoch's augmentation generator; reseeds torch (dropout: the same stream when resumed)."""
+    torch.manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(images, generator=stream(seed, f"order-{epoch}"))
+    augment_rng = stream(seed, f"augment-{epoch}-rank{runtime.rank}")
+    steps = _steps_per_epoch(images, batch_size)
+    local_batch = batch_size // runtime.world_size
+    global_batches = order[: steps * batch_size].view(steps, -1)
+    local = global_batches[:, runtime.rank * local_batch : (runtime.rank + 1) * local_batch]
+    return local, augment_rng
+
+
+def _timings(start: float, data_seconds: float, train_seconds: float, eval_start: float) -> dict:
+    return {
+        "data_seconds": data_seconds,
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - eval_start,
+        "total_seconds": time.perf_counter() - start,
+    }
 
 
 def _progress(config: TrainConfig, runtime: _Runtime, total: int, initial: int) -> tqdm:
@@ -611,15 +686,9 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
         affinity.initialise_from_data(model.backbone, to_model_input(sample).to(runtime.device))
     optimizer = _optimizer(model, config.optim)
     scaler = torch.amp.GradScaler(enabled=config.amp == "fp16")
-    history: list[dict] = []
-    first_epoch = 0
     fingerprint = config.fingerprint()
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    if checkpoint is not None and (state := load_checkpoint(checkpoint, fingerprint)):
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        history, first_epoch = state["history"], state["epoch"]
+    history, first_epoch = _resume(checkpoint, fingerprint, model, optimizer, scaler)
     net = (
         nn.parallel.DistributedDataParallel(model, device_ids=None)
         if runtime.world_size > 1
@@ -627,12 +696,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
     )
 
     optim = config.optim
-    local_batch = optim.batch_size // runtime.world_size
-    steps_per_epoch = len(train) // optim.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"optim.batch_size={optim.batch_size} exceeds the {len(train)} training images"
-        )
+    steps_per_epoch = _steps_per_epoch(len(train), optim.batch_size)
     augment = Augmentation(config.data.augment)
     status, reason = "complete", None
     progress = _progress(
@@ -641,11 +705,9 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
     train_start = time.perf_counter()
     for epoch in range(first_epoch, optim.epochs):
         epoch_start = time.perf_counter()
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: same stream when resumed
-        order = torch.randperm(len(train), generator=stream(config.seed, f"order-{epoch}"))
-        augment_rng = stream(config.seed, f"augment-{epoch}-rank{runtime.rank}")
-        global_batches = order[: steps_per_epoch * optim.batch_size].view(steps_per_epoch, -1)
-        local = global_batches[:, runtime.rank * local_batch : (runtime.rank + 1) * local_batch]
+        local, augment_rng = _epoch_batches(
+            config.seed, epoch, len(train), optim.batch_size, runtime
+        )
         net.train()
         loss_sum = correct = seen = 0.0
         for step, (images, labels) in enumerate(_batch_images(train, local, config.data.workers)):
@@ -691,17 +753,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
             row.update(evaluate(model.backbone, benchmarks, config.eval, runtime.device))
         history.append(row)
         if checkpoint is not None and runtime.is_main:
-            save_checkpoint(
-                checkpoint,
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "history": history,
-                },
-            )
+            _save_epoch(checkpoint, fingerprint, epoch + 1, model, optimizer, scaler, history)
         if on_epoch_end is not None and runtime.is_main:
             on_epoch_end(row)
     progress.close()
@@ -721,12 +773,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
         reason=reason,
         metrics=metrics,
         history=history,
-        timings={
-            "data_seconds": data_seconds,
-            "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - eval_start,
-            "total_seconds": time.perf_counter() - start,
-        },
+        timings=_timings(start, data_seconds, train_seconds, eval_start),
         environment=environment(runtime),
         config=to_dict(config),
         model=model,
@@ -736,33 +783,38 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
 # ------------------------------------------------------------------------------------ cli
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tvconv.train",
-        description="Train and evaluate one face-task run (torchrun-compatible).",
-    )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-quick")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="e.g. model.atom=dw optim.epochs=2 data.synthetic.nuisance=0.5",
-    )
+def run_cli(
+    argv: list[str] | None,
+    prog: str,
+    description: str,
+    presets: dict[str, Callable[[], object]],
+    example: str,
+    check: Callable[[object], None],
+    train: Callable[[object], FitResult],
+    summary_keys: Callable[[dict], list[str]],
+) -> int:
+    """One run from the command line: a preset, ``key=value`` overrides, ``check`` (paths) before
+    training, the record to ``--out``, a one-line JSON summary of ``summary_keys(metrics)``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--preset", choices=sorted(presets), default="cpu-quick")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"e.g. {example}")
     parser.add_argument("--out", type=Path, help="write the run record (JSON) here")
     args = parser.parse_args(argv)
     try:
-        config = PRESETS[args.preset]()
+        config = presets[args.preset]()
         for assignment in args.overrides:
             config = override(config, assignment)
-        check_data_paths(config.data)
+        check(config)
     except ValueError as error:
         parser.error(str(error))
-    result = fit(config)
+    result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         record = result.to_record()
         if args.out is not None:
             args.out.write_text(json.dumps(record, indent=2))
-        summary = {k: round(v, 2) for k, v in result.metrics.items() if k.startswith("mean_")}
+        summary = {
+            key: round(result.metrics.get(key, math.nan), 2) for key in summary_keys(result.metrics)
+        }
         print(
             json.dumps(
                 {
@@ -776,6 +828,19 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0 if result.status == "complete" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(
+        argv,
+        prog="python -m tvconv.train",
+        description="Train and evaluate one face-task run (torchrun-compatible).",
+        presets=PRESETS,
+        example="model.atom=dw optim.epochs=2 data.synthetic.nuisance=0.5",
+        check=lambda config: check_data_paths(config.data),
+        train=fit,
+        summary_keys=lambda metrics: [k for k in metrics if k.startswith("mean_")],
+    )
 
 
 if __name__ == "__main__":

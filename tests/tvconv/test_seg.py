@@ -18,11 +18,11 @@ from tvconv.segment import (
     fit_fundus,
     load_split_data,
     main,
-    override,
     prior_masks,
     segmentation_loss,
     smoke_config,
 )
+from tvconv.train import override
 
 SMALL = "deeplabv3plus_mobilenet_v2_x0_35"
 SMALL_TVCONV = {"inter_channels": 8, "inter_layers": 0}

@@ -1,4 +1,4 @@
-"""Building blocks and conventions shared by the face backbones."""
+"""Building blocks and conventions shared by the backbones (face models and the segmenter)."""
 
 from __future__ import annotations
 
@@ -58,9 +58,9 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
-def init_face_model(model: nn.Module) -> None:
-    """The official face models' init: kaiming-normal (fan_out) convs, unit/zero norms,
-    N(0, 0.01) linear layers."""
+def init_weights(model: nn.Module) -> None:
+    """The official face models' init, used by the segmenter too: kaiming-normal (fan_out) convs,
+    unit/zero norms, N(0, 0.01) linear layers."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tvconv.models._common import ConvBNAct, check_input_size, init_face_model, make_divisible
+from tvconv.models._common import ConvBNAct, check_input_size, init_weights, make_divisible
 from tvconv.models._registry import register_model
 from tvconv.models.heads import EmbeddingHead
 
@@ -60,7 +60,7 @@ class MobileNetV2Face(nn.Module):
         layers.append(ConvBNAct(channels, last_channels, 1))
         self.features = nn.Sequential(*layers)
         self.head = EmbeddingHead(last_channels, embedding_size, dropout)
-        init_face_model(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (N, embedding_size)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tvconv.models._common import ConvBNAct, check_input_size, make_divisible
+from tvconv.models._common import ConvBNAct, check_input_size, init_weights, make_divisible
 from tvconv.models._registry import register_model
 
 SEG_ATOMS = ("aspp", "dw", "tvconv")  # tvconv = dw with the ASPP's depthwise convs replaced
@@ -176,7 +176,7 @@ class DeepLabV3Plus(nn.Module):
             ConvBNAct(decoder_channels, decoder_channels, activation=nn.ReLU),
             nn.Conv2d(decoder_channels, NUM_OUTPUTS, 1),
         )
-        _init(self)
+        init_weights(self)
         if backbone_weights is not None:
             load_backbone(self.backbone, backbone_weights)
 
@@ -192,17 +192,6 @@ class DeepLabV3Plus(nn.Module):
         )
         logits = self.decoder(torch.cat([context, self.low_level(low)], dim=1))
         return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
-
-
-def _init(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def load_backbone(backbone: MobileNetV2Backbone, path: str | Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tvconv.models._common import ConvBNAct, check_input_size, init_face_model
+from tvconv.models._common import ConvBNAct, check_input_size, init_weights
 from tvconv.models._registry import register_model
 from tvconv.models.heads import EmbeddingHead
 
@@ -82,7 +82,7 @@ class ShuffleNetV2Face(nn.Module):
         self.stages = nn.Sequential(*units)
         self.last_conv = ConvBNAct(channels, last, 1, activation=nn.ReLU)
         self.head = EmbeddingHead(last, embedding_size, dropout)
-        init_face_model(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.last_conv(self.stages(self.stem(x))))  # (N, embedding_size)
