@@ -109,24 +109,24 @@ class _TranslationVariantConv(torch.autograd.Function):
 
 class _CppTranslationVariantConv(torch.autograd.Function):
     """The C++ kernels (``tvconv.kernels``): forward, input and weight gradients computed tap by
-    tap in place, padding never materialised, activations channels-last. Saves the input and the
-    packed weights only, as a depthwise conv saves its input and weights."""
+    tap in place, padding never materialised, channels-last outputs. Saves the input and the
+    packed weights only, as a depthwise conv saves its input and weights. The forward reads an
+    NCHW input in place; the backward takes channels-last copies of it and of ``grad_out``."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride):
-        extension = kernels.cpu_extension()
-        x = extension.channels_last(x)  # a tiled transpose for NCHW inputs
         packed = kernels.packed_weight(weight)
         ctx.save_for_backward(x, packed)
         ctx.stride, ctx.has_bias = stride, bias is not None
-        return extension.forward(x, packed, bias, stride)
+        return kernels.cpu_extension().forward(x, packed, bias, stride)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         extension = kernels.cpu_extension()
         x, packed = ctx.saved_tensors
-        grad_out = extension.channels_last(grad_out)  # once, for both gradients
+        # tiled transposes of NCHW tensors, once for both gradients
+        x, grad_out = extension.channels_last(x), extension.channels_last(grad_out)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = extension.input_grad(grad_out, packed, list(x.shape), ctx.stride)

@@ -70,6 +70,49 @@ def test_cpp_forward_is_the_same_for_nchw_and_channels_last_inputs(stride):
         assert torch.equal(from_nchw[image], alone)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("k", "stride", "threads"), [(3, 1, 1), (3, 2, 2), (5, 1, 2), (5, 2, 3)])
+def test_cpp_forward_reads_wide_nchw_inputs_in_groups_of_images(k, stride, threads, dtype):
+    """Rows of 160 x 100 values: the NCHW forward's ring of transposed rows holds fewer images
+    than the batch of 9 (groups of 4, 4 and 1) and the threads' row ranges meet mid-image."""
+    extension = kernels.cpu_extension()
+    if extension is None:
+        pytest.skip("no C++ toolchain here")
+    g = torch.Generator().manual_seed(k + stride)
+    x = torch.randn(9, 100, 12, 160, generator=g, dtype=dtype)
+    out_h, out_w = output_size(12, k, stride), output_size(160, k, stride)
+    weight = torch.randn(100, k, k, out_h, out_w, generator=g, dtype=dtype)
+    bias = torch.randn(100, out_h, out_w, generator=g, dtype=dtype)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        from_nchw = extension.forward(x, extension.pack_weight(weight), bias, stride)
+        from_channels_last = extension.forward(
+            x.contiguous(memory_format=torch.channels_last),
+            extension.pack_weight(weight),
+            bias,
+            stride,
+        )
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(from_nchw, from_channels_last)
+    reference = reference_translation_variant_conv(x, weight, bias, stride)
+    torch.testing.assert_close(from_nchw, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 8, 8), (3, 20, 5, 13), (1, 7, 9, 3), (2, 1, 4, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpp_channels_last_copy_equals_torch(shape, dtype):
+    """The tiled transpose (8 x 8 register tiles plus the leftover channels and pixels)."""
+    extension = kernels.cpu_extension()
+    if extension is None:
+        pytest.skip("no C++ toolchain here")
+    x = torch.randn(*shape, dtype=dtype)
+    copy = extension.channels_last(x)
+    assert copy.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(copy, x)
+
+
 @pytest.mark.parametrize(("k", "stride"), [(3, 1), (3, 2), (5, 2), (1, 1)])
 def test_gradcheck_float64(kernel, k, stride):
     g = torch.Generator().manual_seed(0)
