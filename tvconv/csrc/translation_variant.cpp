@@ -315,31 +315,35 @@ void forward_rows_nchw(const Geometry& g, scalar_t* out, const scalar_t* packed,
   const int64_t per_image = slots * row_in * static_cast<int64_t>(sizeof(scalar_t));
   const int64_t group =
       std::min(g.batch, std::max<int64_t>(kBlock, kRingBytes / per_image / kBlock * kBlock));
-  at::parallel_for(0, g.out_h, 1, [&](int64_t y_first, int64_t y_last) {
+  const int64_t groups = (g.batch + group - 1) / group;
+  // r = group index * out_h + y: a thread walks consecutive output rows of one group of images
+  // (its ring kept from row to row), and every thread has work even when out_h is small
+  at::parallel_for(0, groups * g.out_h, 1, [&](int64_t r_first, int64_t r_last) {
     std::vector<scalar_t> ring(slots * group * row_in);
-    for (int64_t first = 0; first < g.batch; first += group) {
+    int64_t first = -1, filled = 0;  // the ring's images [first, ..), input rows [.., filled)
+    for (int64_t r = r_first; r < r_last; ++r) {
+      const int64_t y = r % g.out_h;
+      if (r / g.out_h * group != first) {
+        first = r / g.out_h * group;
+        filled = 0;
+      }
       const int64_t images = std::min(group, g.batch - first);
       const auto row = [&](int64_t n, int64_t iy) {
         return ring.data() + ((iy % slots) * group + n - first) * row_in;
       };
-      int64_t filled = 0;  // input rows [.., filled) are in the ring
-      for (int64_t y = y_first; y < y_last; ++y) {
-        const int64_t top = std::max<int64_t>(0, y * g.stride - g.pad);
-        const int64_t bottom = std::min(g.in_h, y * g.stride + g.pad + 1);
-        if (bottom > filled) {
-          const int64_t from = std::max(top, filled);
-          filled = std::min(g.in_h, std::max(bottom, from + kAhead));
-          for (int64_t n = first; n < first + images; ++n) {
-            for (int64_t iy = from; iy < filled; ++iy) {
-              transpose_pixels(in + n * C * plane + iy * g.in_w, plane,
-                               const_cast<scalar_t*>(row(n, iy)), C, g.in_w);
-            }
+      const int64_t top = std::max<int64_t>(0, y * g.stride - g.pad);
+      const int64_t bottom = std::min(g.in_h, y * g.stride + g.pad + 1);
+      if (bottom > filled) {
+        const int64_t from = std::max(top, filled);
+        filled = std::min(g.in_h, std::max(bottom, from + kAhead));
+        for (int64_t n = first; n < first + images; ++n) {
+          for (int64_t iy = from; iy < filled; ++iy) {
+            transpose_pixels(in + n * C * plane + iy * g.in_w, plane, row(n, iy), C, g.in_w);
           }
         }
-        for (int64_t b = first; b < first + images; b += kBlock) {
-          forward_row_block(g, y, b, std::min(kBlock, first + images - b), out, packed, bias,
-                            row);
-        }
+      }
+      for (int64_t b = first; b < first + images; b += kBlock) {
+        forward_row_block(g, y, b, std::min(kBlock, first + images - b), out, packed, bias, row);
       }
     }
   });
