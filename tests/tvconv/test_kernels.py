@@ -100,6 +100,18 @@ def test_cpp_forward_reads_wide_nchw_inputs_in_groups_of_images(k, stride, threa
     torch.testing.assert_close(from_nchw, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_empty_batch_gives_an_empty_output_and_zero_weight_grad(kernel, channels_last):
+    x = torch.randn(0, 4, 6, 6)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(4, 3, 3, 6, 6, requires_grad=True)
+    out = translation_variant_conv(x.requires_grad_(), weight)
+    assert out.shape == (0, 4, 6, 6)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(weight.grad, torch.zeros_like(weight))
+
+
 @pytest.mark.parametrize("shape", [(2, 16, 8, 8), (3, 20, 5, 13), (1, 7, 9, 3), (2, 1, 4, 4)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpp_channels_last_copy_equals_torch(shape, dtype):

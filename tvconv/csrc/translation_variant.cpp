@@ -479,6 +479,7 @@ at::Tensor forward(const at::Tensor& input_, const at::Tensor& packed_,
                 "bias (C, H, W) of the output expected");
     bias_hwc = bias->permute({1, 2, 0}).contiguous();
   }
+  if (out.numel() == 0) return out;  // nothing to compute (and no ring to size)
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tvconv_forward", [&] {
     const auto rows = nchw ? forward_rows_nchw<scalar_t> : forward_rows<scalar_t>;
     rows(g, out.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
