@@ -65,11 +65,9 @@ inline void multiply_add(scalar_t* __restrict__ a, const scalar_t* __restrict__ 
   for (int64_t q = 0; q < count; ++q) a[q] += b[q] * c[q];
 }
 
-// dst[p * C + c] = src[c * channel_stride + p] for p < pixels: a run of pixels of C channel
-// planes, made channels-last. Float goes through 8 x 8 tiles transposed in AVX registers
-// (contiguous loads and stores); the scalar loop (p innermost: contiguous loads, strided stores)
-// takes the rest. Copies values only, so the layout never changes a result.
-// ... over channels [c0, c1) and pixels [p0, p1)
+// dst[p * C + c] = src[c * channel_stride + p] over channels [c0, c1) and pixels [p0, p1),
+// p innermost: contiguous loads, strided stores (a c-innermost loop is vectorised into
+// gathers, which were 5-10x slower here).
 template <typename scalar_t>
 void transpose_scalar(const scalar_t* src, int64_t channel_stride, scalar_t* dst, int64_t C,
                       int64_t c0, int64_t c1, int64_t p0, int64_t p1) {
@@ -78,6 +76,9 @@ void transpose_scalar(const scalar_t* src, int64_t channel_stride, scalar_t* dst
   }
 }
 
+// The same for all C channels of a run of `pixels` pixels: C channel planes made channels-last.
+// Float goes through 8 x 8 tiles transposed in AVX registers (contiguous loads and stores), the
+// scalar loop takes the rest. Copies values only, so the layout never changes a result.
 template <typename scalar_t>
 void transpose_pixels(const scalar_t* src, int64_t channel_stride, scalar_t* dst, int64_t C,
                       int64_t pixels) {
@@ -138,8 +139,8 @@ struct RowBlock {
 // The common case, k = 3 at stride 1, for an output row whose three input rows all exist: over
 // the interior columns [1, W - 1) all nine taps are summed in one pass, so the output is loaded
 // and stored once instead of nine times. `w` points at the row's first weight run (tap (0, 0),
-// column 1); runs of consecutive taps are `step` apart. Each
-// output value is the same expression as for one image alone, so blocking changes no rounding.
+// column 1); runs of consecutive taps are `step` apart. Each output value is the same
+// expression as for one image alone, so blocking changes no rounding.
 template <typename scalar_t, int64_t NB, bool HasBias>
 void fused_3x3_rows(const RowBlock<scalar_t>& rows, const scalar_t* __restrict__ w, int64_t step,
                     int64_t C, int64_t count) {
@@ -433,10 +434,13 @@ void transpose_to_channels_last(const scalar_t* src, scalar_t* dst, int64_t N, i
   });
 }
 
+// A contiguous (N, C, H, W) tensor that is not also channels-last (as C = 1 or H = W = 1 are).
+bool is_nchw(const at::Tensor& t) {
+  return t.dim() == 4 && t.is_contiguous() && !t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 at::Tensor channels_last(const at::Tensor& t) {
-  if (t.is_contiguous(at::MemoryFormat::ChannelsLast) || !t.is_contiguous() || t.dim() != 4) {
-    return t.contiguous(at::MemoryFormat::ChannelsLast);
-  }
+  if (!is_nchw(t)) return t.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor out = at::empty(t.sizes(), t.options(), at::MemoryFormat::ChannelsLast);
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "tvconv_channels_last", [&] {
     transpose_to_channels_last<scalar_t>(t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
@@ -466,8 +470,7 @@ at::Tensor forward(const at::Tensor& input_, const at::Tensor& packed_,
   check_operands(input_, packed_);
   check(input_.sizes(), packed_.sizes(), stride);
   // NCHW inputs are read in place (rows transposed into cache as they are needed)
-  const bool nchw = input_.is_contiguous() &&
-                    !input_.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const bool nchw = is_nchw(input_);
   const at::Tensor input = nchw ? input_ : channels_last(input_), packed = packed_.contiguous();
   const Geometry g = geometry(input.sizes(), packed.sizes(), stride);
   at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, input.options(),
