@@ -10,8 +10,9 @@ JOBS ?= 2
 RESULTS ?= results
 OVERRIDES ?=
 DATA_ROOT ?=
+SEEDS ?=
 STUDY = DATA_ROOT=$(DATA_ROOT) $(PY) -m studies run --preset $(PRESET) --jobs $(JOBS) \
-	--results $(RESULTS)
+	--results $(RESULTS) $(if $(SEEDS),--seeds $(SEEDS))
 ANALYSE = $(PY) -m analysis --preset $(PRESET) --results $(RESULTS)
 # Run a study, then render its tables and figures (also after failed runs: the finished ones
 # are shown; not after a bad spec, exit code 2). The recipe keeps the runner's exit code.
@@ -25,8 +26,8 @@ endef
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint format clean data-preview studies ablation-aug ablation-init \
-	ablation-weightgen ablation-depth ablation-seg ablations tradeoff profile figures bench-kernels \
-	wandb-sync
+	ablation-weightgen ablation-depth ablation-seg ablations convergence tradeoff profile figures \
+	bench-kernels wandb-sync
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -75,6 +76,9 @@ ablation-seg: setup  ## segmentation: ASPP variant x held-out fundus domain
 	$(call run_and_render,seg)
 
 ablations: ablation-aug ablation-init ablation-weightgen ablation-depth  ## all four questions
+
+convergence: setup  ## the testbed's check: depthwise at the preset's steps and at twice as many
+	$(call run_and_render,convergence)
 
 tradeoff: setup  ## accuracy vs MACs / params / latency across widths
 	$(call run_and_render,tradeoff)

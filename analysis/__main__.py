@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", type=Path, default=DEFAULT_ROOT, help="results root")
     parser.add_argument("--no-wandb", action="store_true", help="skip the W&B summary run")
     parser.add_argument("--real", type=Path, help="layout: a real face folder to add to Fig. 1")
-    parser.add_argument("--image-size", type=int, default=48, help="layout: image side (px)")
+    parser.add_argument(
+        "--image-size", type=int, help="layout: image side in px (default: the quick preset's)"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
     parser.add_argument(
         "--readme", type=Path, help="afterwards, regenerate the results block of this README"

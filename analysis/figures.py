@@ -1,7 +1,7 @@
 """The paper's figures from a study's runs frame (matplotlib; PNG + PDF, one style).
 
 Every figure uses the Okabe-Ito colour-blind-safe palette (depthwise blue, TVConv vermillion),
-labels its axes with units, shows the mean over seeds with its 95% bootstrap CI as error bars
+labels its axes with units, shows the mean over seeds with its 95% Student-t CI as error bars
 (or a band) and the single seeds as small dots, so a reader sees how many seeds stand behind a
 point. Functions take the runs frame of ``analysis.frame`` and an output stem (``.../aug``) and
 return the written paths.

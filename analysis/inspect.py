@@ -2,7 +2,8 @@
 
 - ``layout_figure``: the paper's Fig. 1, histograms of the cross-image variance (one value per
   position) and the intra-image variance (one value per image) for the embedded synthetic faces,
-  the layout-free control and, when given, a real face folder (``tvconv.data.variance``).
+  the layout-free control, scikit-image's real aligned faces and non-face patches (when
+  scikit-image is installed) and, when given, a real face folder (``tvconv.data.variance``).
 - ``affinity_figure``: the affinity maps and generated kernels of trained TVConv models, layer by
   layer from shallow to deep, rebuilt from the run record's config and the state dict the runner
   saved under ``results/<study>/<preset>/models/<run_id>.pt``.
@@ -49,6 +50,21 @@ def real_variance(root: str | Path, image_size: int) -> LayoutVariance:
     return layout_variance(load_image_folder(root, image_size=image_size).images)
 
 
+def scikit_image_variances() -> dict[str, LayoutVariance]:
+    """Layout diagnostic of the real images scikit-image ships (``data.lfw_subset()``: 100
+    aligned LFW faces, then 100 non-face patches; 25 px grey), or {} without scikit-image (a
+    dev dependency)."""
+    try:
+        from skimage import data
+    except ImportError:
+        return {}
+    images = torch.from_numpy(data.lfw_subset()).float().unsqueeze(1) * 2 - 1  # [0, 1] -> [-1, 1]
+    return {
+        "real aligned faces (LFW)": layout_variance(images[:100]),
+        "real non-face patches": layout_variance(images[100:]),
+    }
+
+
 def layout_figure(variances: dict[str, LayoutVariance], stem: Path) -> list[Path]:
     """One panel per dataset: overlaid histograms of both variances, their means marked."""
     with style():
@@ -76,7 +92,10 @@ def layout_figure(variances: dict[str, LayoutVariance], stem: Path) -> list[Path
                     label=what,
                 )
                 ax.axvline(mean, color=VARIANCE_COLOURS[kind], linewidth=1.2, linestyle="--")
-            ax.set_title(f"{label}\nintra / cross = {variance.score:.2f}")
+            ax.set_title(
+                f"{label}\nintra / cross = {variance.score:.2f}, "
+                f"mean image {100 * variance.mean_image_share:.0f}%"
+            )
             ax.set_xlabel("variance (pixel values in [-1, 1])")
             ax.set_ylabel("density")
         axes[0, 0].legend(loc="upper right")

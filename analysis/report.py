@@ -18,16 +18,20 @@ import torch
 from analysis import figures, inspect
 from analysis.frame import StudyFrame, complete_runs, load_study
 from analysis.tables import (
+    HEADLINE,
     SEG_HEADLINE,
     Table,
     face_table,
     fundus_table,
     profile_tables,
     seg_domain_table,
+    verdict_table,
 )
+from analysis.verdicts import study_contrasts, verdicts
 from studies.store import Store
 from studies.tracking import Tracker
 from tvconv.metrics import postprocess
+from tvconv.train import cpu_quick_config
 
 FACE_FIGURES = {
     "aug": figures.aug_figure,
@@ -90,11 +94,28 @@ def profile_latency(root: Path, image_size: int, threads: int = 1, batch: int = 
     )
 
 
+def _verdict_files(found: pd.DataFrame, frame: StudyFrame, folder: Path) -> tuple[str, list]:
+    """The judged contrasts (``analysis.verdicts``) as Markdown and table files; nothing when
+    the spec declares none or the runs hold none of them."""
+    name = f"{frame.study}_verdicts"
+    if found.empty:  # none (any more): no stale verdict files next to the tables
+        for suffix in (".md", ".tex", ".csv"):
+            (folder / "tables" / f"{name}{suffix}").unlink(missing_ok=True)
+        return "", []
+    label = "mean Dice" if frame.runs["task"].iloc[0] == "fundus" else "mean accuracy"
+    table = verdict_table(found, label)
+    title = f"{frame.study} / {frame.preset}: verdicts"
+    paths = [*_write_table(folder / "tables", name, table, title)]
+    paths.append(_csv(folder / "tables", name, found))
+    return "\n" + table.markdown(), paths
+
+
 def _face_report(frame: StudyFrame, folder: Path, root: Path) -> tuple[str, list, list, Table]:
     table, numbers = face_table(frame.runs)
     title = f"{frame.study} / {frame.preset}"
     tables = [*_write_table(folder / "tables", frame.study, table, title)]
     tables.append(_csv(folder / "tables", frame.study, numbers))
+
     figure_paths = []
     stem = folder / "figures" / frame.study
     usable = complete_runs(frame.runs)
@@ -199,19 +220,28 @@ def _profile_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, T
     return markdown, tables, figure_paths, models_table
 
 
-def render_layout(root: Path, real: Path | None = None, image_size: int = 48) -> Report:
-    """The paper's Fig. 1 into ``results/figures/``."""
+def render_layout(root: Path, real: Path | None = None, image_size: int | None = None) -> Report:
+    """The paper's Fig. 1 into ``results/figures/`` (synthetic faces at ``image_size``, default
+    the quick preset's), with the diagnostic's table."""
     variances = inspect.synthetic_variances(image_size)
+    variances.update(inspect.scikit_image_variances())
     if real is not None:
-        variances[f"real: {Path(real).name}"] = inspect.real_variance(real, image_size)
-    paths = inspect.layout_figure(variances, Path(root) / "figures" / "layout_variance")
-    lines = ["| data | cross-image var | intra-image var | intra / cross |", "|---|---:|---:|---:|"]
+        size = image_size or cpu_quick_config().data.image_size
+        variances[f"real: {Path(real).name}"] = inspect.real_variance(real, size)
+    stem = Path(root) / "figures" / "layout_variance"
+    paths = inspect.layout_figure(variances, stem)
+    lines = [
+        "| data | cross-image var | intra-image var | intra / cross | mean-image share |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for label, variance in variances.items():
         lines.append(
             f"| {label} | {variance.cross_mean:.4f} | {variance.intra_mean:.4f} | "
-            f"{variance.score:.2f} |"
+            f"{variance.score:.2f} | {100 * variance.mean_image_share:.0f}% |"
         )
-    return Report(LAYOUT, "", "\n".join(lines) + "\n", figures=paths)
+    markdown = "\n".join(lines) + "\n"
+    table = _write(stem.with_suffix(".md"), markdown)
+    return Report(LAYOUT, "", markdown, tables=[table], figures=paths)
 
 
 def render(
@@ -235,17 +265,26 @@ def render(
         markdown, tables, figure_paths, table = _fundus_report(frame, folder)
     else:
         markdown, tables, figure_paths, table = _face_report(frame, folder, root)
+    found = pd.DataFrame()
+    if not is_profile:
+        metric = SEG_HEADLINE if task == "fundus" else HEADLINE
+        found = verdicts(frame.runs, list(study_contrasts(study)), metric)
+        verdict_markdown, verdict_paths = _verdict_files(found, frame, folder)
+        markdown += verdict_markdown
+        tables += verdict_paths
     problems = frame.problems()
     if problems:
         tables.append(_write(folder / "tables" / "problems.txt", "\n".join(problems) + "\n"))
     report = Report(study, preset, markdown, tables, figure_paths, problems)
     if wandb:
-        log_to_wandb(report, table, root)
+        log_to_wandb(report, table, root, found)
     return report
 
 
-def log_to_wandb(report: Report, table: Table, root: Path) -> None:
-    """A summary run (job_type ``analysis``): the table as ``wandb.Table``, figures as images."""
+def log_to_wandb(report: Report, table: Table, root: Path, found: pd.DataFrame) -> None:
+    """A summary run (job_type ``analysis``): the table as ``wandb.Table``, the verdicts as a
+    ``wandb.Table`` of numbers (estimate, Holm-adjusted interval and p-value, seeds to decide)
+    with one summary key per contrast, figures as images."""
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         tracker = Tracker(
@@ -256,18 +295,30 @@ def log_to_wandb(report: Report, table: Table, root: Path) -> None:
             config={"study": report.study, "preset": report.preset},
         )
         tracker.log_table("table", table.header, table.rows)
+        if not found.empty:
+            columns = ["name", "claim", "n", "mean", "ci_low_holm", "ci_high_holm", "p_holm"]
+            columns += ["verdict", "seeds_needed"]
+            rows = [[_plain(v) for v in row] for row in found[columns].itertuples(index=False)]
+            tracker.log_table("verdicts", columns, rows)
         tracker.log_images({path.stem: path for path in report.figures if path.suffix == ".png"})
         tracker.finish(
             {
+                **{f"verdict/{row.name}": row.verdict for row in found.itertuples()},
                 "problems": len(report.problems),
                 "figures": json.dumps(sorted(p.name for p in report.figures if p.suffix == ".png")),
             }
         )
 
 
+def _plain(value: object) -> object:
+    """numpy scalars as Python numbers (wandb.Table wants plain values)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 README_BEGIN = "<!-- results:begin (generated by `python -m analysis --all --readme README.md`) -->"
 README_END = "<!-- results:end -->"
 README_STUDIES = (  # study, table files, figures (besides <study>.png), heading
+    ("convergence", ("convergence",), (), "The testbed: is training converged?"),
     ("tradeoff", ("tradeoff",), ("tradeoff_affinity",), "Accuracy vs cost (the headline)"),
     ("aug", ("aug",), ("aug_affinity",), "Question 1: robustness to augmentation"),
     ("init", ("init",), ("init_affinity",), "Question 2: affinity-map initialisation"),
@@ -283,11 +334,17 @@ def readme_section(root: Path, preset: str = "quick") -> str:
     (studies without rendered tables are skipped), then Fig. 1."""
     root = Path(root)
     parts = [README_BEGIN, ""]
+    glance = verdicts_at_a_glance(root, preset)
+    if glance is not None:
+        parts.append(f"### Verdicts at a glance ({preset} preset)\n")
+        parts.append(glance.markdown())
     for study, table_names, extra_figures, heading in README_STUDIES:
         folder = root / study / preset
         tables = [folder / "tables" / f"{name}.md" for name in table_names]
         if not all(path.exists() for path in tables):
             continue
+        verdict_file = folder / "tables" / f"{study}_verdicts.md"
+        tables += [verdict_file] if verdict_file.exists() else []
         parts.append(f"### {heading} (`{study}`, {preset} preset)\n")
         for name in (study, *extra_figures):
             figure = folder / "figures" / f"{name}.png"
@@ -300,8 +357,28 @@ def readme_section(root: Path, preset: str = "quick") -> str:
     if layout.exists():
         parts.append("### The premise: layout-aware data (the paper's Fig. 1)\n")
         parts.append(f"![layout variance]({layout.as_posix()})\n")
+        if layout.with_suffix(".md").exists():
+            parts.append(layout.with_suffix(".md").read_text())
     parts.append(README_END)
     return "\n".join(parts) + "\n"
+
+
+def verdicts_at_a_glance(root: Path, preset: str) -> Table | None:
+    """Every README study's verdicts in one table (a ``study`` column first), from the rendered
+    ``<study>_verdicts.csv`` files; None when there are none."""
+    frames = []
+    for study, *_rest in README_STUDIES:
+        path = Path(root) / study / preset / "tables" / f"{study}_verdicts.csv"
+        if path.exists():
+            found = pd.read_csv(path)
+            found["finding"] = found["finding"].fillna("")
+            frames.append(found.assign(study=study))
+    if not frames:
+        return None
+    every = pd.concat(frames, ignore_index=True)
+    table = verdict_table(every, family="Holm within its study")
+    rows = [[f"`{study}`", *row] for study, row in zip(every["study"], table.rows, strict=True)]
+    return Table(["study", *table.header], rows, set(), table.notes)
 
 
 def update_readme(readme: Path, root: Path, preset: str = "quick") -> bool:

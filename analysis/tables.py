@@ -3,8 +3,10 @@
 Face studies: one row per cell, the verification benchmarks as columns (four + mean, as the
 paper's tables), each ``mean ± std`` over seeds with the best mean per column in bold, the cost
 columns that vary between cells, and the paired difference of the mean accuracy to the depthwise
-baseline with its 95% bootstrap CI and the wins. Fundus studies (``fundus_table``): one row per
-cell, Dice (%) of cup and disc, HD95 and ASD (px) with their 95% CIs, and the paired difference
+baseline with its Student-t 95% CI (Holm-adjusted over the study's TVConv cells), p-value and the
+wins, then the floors (raw pixels, mean colour, the untrained network). Fundus studies
+(``fundus_table``): one row per cell, Dice (%) of cup and disc, HD95 and ASD (px) with their 95%
+CIs, and the paired difference
 of the mean Dice to the depthwise run; the segmentation study adds the paper's layout
 (``seg_domain_table``): one row per ASPP variant, Dice of cup and disc per held-out domain, and
 the image-blind layout prior as the floor a model must clear. Profile: one table of models (MACs,
@@ -22,8 +24,16 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.frame import batch_thread_suffixes, cell_order, complete_runs, split_profile
-from analysis.stats import FEW_SEEDS, aggregate, aggregate_paired, summarise
+from analysis.frame import (
+    TVCONV_ONLY_FIELDS,
+    batch_thread_suffixes,
+    cell_order,
+    complete_runs,
+    split_profile,
+    varying_columns,
+)
+from analysis.stats import aggregate, aggregate_paired, summarise
+from analysis.verdicts import MAX_SEEDS as VERDICT_MAX_SEEDS
 from tvconv.data.synthetic import BENCHMARKS
 
 HEADLINE = "mean_acc_pct"
@@ -129,7 +139,9 @@ def benchmarks_of(runs: pd.DataFrame) -> list[str]:
     names = {
         c[: -len("_acc_pct")]
         for c in runs.columns
-        if c.endswith("_acc_pct") and c not in (HEADLINE, "train_acc_pct")
+        if c.endswith("_acc_pct")
+        and c not in (HEADLINE, "train_acc_pct")
+        and not c.startswith(FLOOR_PREFIX)
     }
     known = [name for name in BENCHMARKS if name in names]
     return known + sorted(names - set(known))
@@ -144,12 +156,9 @@ def _varying_costs(usable: pd.DataFrame) -> list[tuple[str, str, float]]:
     ]
 
 
-def _few_seeds_notes(usable: pd.DataFrame) -> list[str]:
-    if len(usable) and usable.groupby("cell").size().max() < FEW_SEEDS:
-        return [
-            f"Fewer than {FEW_SEEDS} seeds per cell: the bootstrap CIs are narrower than their "
-            "nominal 95% (with 2 seeds they span the two values); read them as ranges."
-        ]
+def _one_seed_notes(usable: pd.DataFrame) -> list[str]:
+    if len(usable) and usable.groupby("cell").size().min() < 2:
+        return ["One seed in a cell gives no interval: run more (`--seeds`)."]
     return []
 
 
@@ -172,9 +181,68 @@ def _bold_best(
     return {(r, column) for r, cell in enumerate(cells) if means[cell] == best}
 
 
+FLOOR_PREFIX = "floor_"
+FLOORS = (  # metric infix, row label, what decides its value besides the seed
+    ("pixels", "floor: raw pixels", "data"),
+    ("colour", "floor: mean colour", "data"),
+    ("untrained", "floor: untrained", "model"),
+)
+# Config columns that do not change a floor (training and evaluation settings).
+NOT_FLOOR_KEYS = ("data.augment", "data.workers")
+
+
+def _floor_key(row: dict, columns: list[str]) -> tuple:
+    """What decides a floor of this run besides the seed: its data (and model) settings; a dw
+    run's TVConv options are ignored (they do not exist in its network)."""
+    ignored = set()
+    if row.get("model.atom") == "dw":
+        ignored = {f"model.{name}" for name in TVCONV_ONLY_FIELDS if name != "atom"}
+    return tuple((c, str(row[c])) for c in columns if c not in ignored)
+
+
+def floor_groups(usable: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(floor infix, row label, runs) per floor and per distinct setting it depends on, in
+    cell order; the label names the settings that differ between the groups of a floor."""
+    groups = []
+    data_columns = [c for c in usable.columns if c.startswith("data.") and c not in NOT_FLOOR_KEYS]
+    model_columns = [c for c in usable.columns if c.startswith("model.")]
+    ordered = usable.assign(
+        _order=usable["cell"].map({c: i for i, c in enumerate(cell_order(usable))})
+    )
+    ordered = ordered.sort_values(["_order", "seed"], kind="stable")
+    for infix, label, depends in FLOORS:
+        if f"{FLOOR_PREFIX}{infix}_{HEADLINE}" not in usable:
+            continue
+        columns = data_columns + (model_columns if depends == "model" else [])
+        keys = [_floor_key(row, columns) for row in ordered.to_dict("records")]
+        distinct = list(dict.fromkeys(keys))
+        present = [dict(key) for key in distinct]
+        varying = [  # in the study's axis order (atom first)
+            column
+            for column in varying_columns(usable)
+            if column in columns
+            and len({settings[column] for settings in present if column in settings}) > 1
+        ]
+        for key in distinct:
+            chosen = ordered[[k == key for k in keys]]
+            settings = dict(key)
+            names = [f"{c.split('.')[-1]}={settings[c]}" for c in varying if c in settings]
+            groups.append((infix, " ".join([label, *names]), chosen))
+    return groups
+
+
+def _floor_summary(runs: pd.DataFrame, infix: str, metric: str) -> pd.Series:
+    """A floor's ``metric`` over seeds: each seed once (cells sharing the setting share it)."""
+    column = f"{FLOOR_PREFIX}{infix}_{metric}"
+    if column not in runs:
+        return pd.Series(summarise([]))
+    per_seed = runs.dropna(subset=[column]).drop_duplicates("seed")[column]
+    return pd.Series(summarise(per_seed))
+
+
 def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     """The study table and its numbers in long form (cell, metric, n, mean, std, CI, paired
-    difference) for the CSV."""
+    difference, floors) for the CSV. The floor rows follow the cells."""
     usable = complete_runs(runs)
     cells = cell_order(usable)
     benchmarks = benchmarks_of(usable)
@@ -186,7 +254,7 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     paired = aggregate_paired(usable, HEADLINE).set_index("cell")
     header = ["cell", "n", *benchmarks, "mean", *(h for _m, h, _s in costs)]
     if not paired.empty:
-        header.append("Δ mean vs dw [95% CI] (wins)")
+        header.append(f"Δ mean vs dw [95% CI, Holm over {family_size(paired)}] (wins)")
     rows, bold = [], set()
     for cell in cells:
         row = [cell, str(int(summaries[HEADLINE].loc[cell, "n"]))]
@@ -198,24 +266,63 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
         rows.append(row)
     for column, metric in enumerate(metrics, start=2):
         bold |= _bold_best(summaries[metric], cells, column, higher=True)
+    floor_numbers = []
+    for infix, label, group in floor_groups(usable):
+        stats = {metric: _floor_summary(group, infix, metric) for metric in metrics}
+        row = [label, str(int(stats[HEADLINE]["n"]))]
+        row += [mean_std(stats[metric]) for metric in metrics]
+        rows.append(row + [""] * (len(header) - len(row)))
+        floor_numbers += [
+            {"cell": label, "metric": metric, **stats[metric].to_dict()} for metric in metrics
+        ]
     notes = [
         "Accuracy (%) on the verification benchmarks, mean ± std over seeds (n); best mean per "
         "column in bold."
     ]
+    if floor_numbers:
+        notes.append(
+            "Floors, on the same pairs and seeds: the raw pixels and the mean colour of each "
+            "image as its embedding, and the network as initialised (deployed, never trained)."
+        )
     if not paired.empty:
         notes.append(
             "Δ: paired difference of the mean accuracy to the depthwise run with the same seed and "
-            "data, mean [95% bootstrap CI] (pairs where TVConv is higher / pairs)."
+            f"data, mean [Student-t 95% CI, Holm-adjusted over the {family_size(paired)} "
+            "TVConv cells with two pairs or more] "
+            "and the Holm-adjusted p-value (pairs where TVConv is higher / pairs)."
         )
-    notes += _few_seeds_notes(usable)
-    return Table(header, rows, bold, notes), _long_form(summaries, paired, HEADLINE)
+    notes += _one_seed_notes(usable)
+    numbers = _long_form(summaries, paired, HEADLINE)
+    if floor_numbers:
+        numbers = pd.concat([numbers, pd.DataFrame(floor_numbers)], ignore_index=True)
+    return Table(header, rows, bold, notes), numbers
 
 
 def _paired_text(row: pd.Series) -> str:
-    interval = ""
-    if math.isfinite(row["ci_low"]):
-        interval = f" [{number(row['ci_low'], sign=True)}, {number(row['ci_high'], sign=True)}]"
-    return f"{number(row['mean'], sign=True)}{interval} ({int(row['wins'])}/{int(row['n'])})"
+    """``+1.2 [-0.3, +2.7] p=0.12 (4/5)``: the Holm-adjusted interval and p-value."""
+    interval, p_value = _interval_text(row["ci_low_holm"], row["ci_high_holm"]), ""
+    if math.isfinite(row["p_holm"]):
+        p_value = f" p={p_text(row['p_holm'])}"
+    return (
+        f"{number(row['mean'], sign=True)}{interval}{p_value} ({int(row['wins'])}/{int(row['n'])})"
+    )
+
+
+def family_size(comparisons: pd.DataFrame) -> int:
+    """How many comparisons Holm adjusted over: those with a p-value (two values or more)."""
+    return int(comparisons["p"].notna().sum()) if "p" in comparisons else 0
+
+
+def _interval_text(low: float, high: float) -> str:
+    """`` [-0.3, +2.7]`` (signed), or nothing without an interval."""
+    if not math.isfinite(low):
+        return ""
+    return f" [{number(low, sign=True)}, {number(high, sign=True)}]"
+
+
+def p_text(p: float) -> str:
+    """Two significant digits, ``<0.001`` below that."""
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
 
 
 def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
@@ -302,7 +409,7 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     paired = aggregate_paired(usable, SEG_HEADLINE).set_index("cell")
     header = ["cell", "n", *(h for _m, h, _b in metrics), *(h for _m, h, _s in costs)]
     if not paired.empty:
-        header.append("Δ mean Dice vs dw [95% CI] (wins)")
+        header.append(f"Δ mean Dice vs dw [95% CI, Holm over {family_size(paired)}] (wins)")
     rows, bold = [], set()
     for cell in cells:
         row = [cell, str(int(summaries[metrics[0][0]].loc[cell, "n"]))]
@@ -321,15 +428,16 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             bold |= {(cells.index(same[r]), c) for r, c in chosen}
     notes = [
         "Dice (%, higher is better) and HD95 / ASD (pixels at the model's input size, lower is "
-        "better) per test image, averaged; mean [95% bootstrap CI] over seeds (n); best mean "
+        "better) per test image, averaged; mean [Student-t 95% CI] over seeds (n); best mean "
         "per column among the cells with the same held-out domain in bold."
     ]
     if not paired.empty:
         notes.append(
             "Δ: paired difference of the mean of cup and disc Dice to the depthwise run with the "
-            "same seed and data, mean [95% CI] (pairs where the cell is higher / pairs)."
+            "same seed and data, mean [Student-t 95% CI, Holm-adjusted over the cells compared] "
+            "and the Holm-adjusted p-value (pairs where the cell is higher / pairs)."
         )
-    notes += _few_seeds_notes(usable)
+    notes += _one_seed_notes(usable)
     return Table(header, rows, bold, notes), _long_form(summaries, paired, SEG_HEADLINE)
 
 
@@ -381,3 +489,63 @@ def seg_domain_table(runs: pd.DataFrame) -> Table:
         "test image, the floor an image-blind model reaches on layout-aligned data.",
     ]
     return Table(header, rows, bold, notes)
+
+
+def verdict_table(
+    verdicts: pd.DataFrame, metric_label: str = "headline metric", family: str | None = None
+) -> Table:
+    """One row per declared contrast: the paper's finding, the estimate with its Holm-adjusted
+    Student-t interval and p-value, the verdict, and the seeds an interval of the measured SD
+    needs to decide. ``family`` names the Holm family in the header (default: its size)."""
+    header = [
+        "contrast",
+        "finding tested",
+        "n",
+        f"estimate [95% CI, {family or f'Holm over {family_size(verdicts)}'}]",
+        "p (Holm)",
+        "verdict",
+        "seeds to decide",
+    ]
+    rows = []
+    for row in verdicts.to_dict("records"):
+        interval = ""
+        if math.isfinite(row["ci_low_holm"]):
+            low, high = (
+                number(row["ci_low_holm"], sign=True),
+                number(row["ci_high_holm"], sign=True),
+            )
+            interval = f" [{low}, {high}]"
+        needed = row["seeds_needed"]
+        if not math.isfinite(needed):
+            needed_text = "–"
+        elif needed > VERDICT_MAX_SEEDS:
+            needed_text = f"> {VERDICT_MAX_SEEDS}"
+        else:
+            needed_text = str(int(needed))
+        rows.append(
+            [
+                row["name"],
+                row["finding"] or row["claim"],
+                str(int(row["n"])),
+                f"{number(row['mean'], sign=True)}{interval}",
+                p_text(row["p_holm"]) if math.isfinite(row["p_holm"]) else "–",
+                f"**{row['verdict']}**",
+                needed_text,
+            ]
+        )
+    notes = [
+        f"Estimate: the contrast of the {metric_label} (points), paired by seed (n seeds with "
+        "every cell complete), Student-t interval Holm-adjusted over the study's contrasts. "
+        "Verdict: reproduced when the interval lies on the finding's side (above 0 for a "
+        "claimed gain, below the margin for a claimed absence of gain, within ± the margin "
+        "for a claimed equality); contradicted when it lies on the other side (below the "
+        "margin for a claimed gain, above 0 for a claimed absence of gain, beyond the margin "
+        "for a claimed equality); otherwise undecided. Seeds to decide: how many seeds an "
+        "interval with the measured mean and SD needs for a verdict."
+    ]
+    if len(verdicts):
+        margins = sorted(set(verdicts["margin"]))
+        notes.append(
+            f"Margin of a meaningful effect: {', '.join(number(x) for x in margins)} points."
+        )
+    return Table(header, rows, set(), notes)

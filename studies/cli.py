@@ -25,6 +25,35 @@ def _overrides(assignments: list[str]) -> dict:
     return parsed
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: a count (``10``: seeds 0-9), a range (``0-9``), a list (``0,3,7``) or a mix of
+    ranges and seeds (``0-4,10``); seeds are ints >= 0, given once each."""
+    text = text.strip()
+    if text.isdigit():
+        count = int(text)
+        if count < 1:
+            raise SpecError(
+                f"--seeds {text}: a count of seeds must be >= 1 (seed 0 alone: --seeds 0-0)"
+            )
+        return list(range(count))
+    seeds: list[int] = []
+    for part in text.split(","):
+        start, dash, end = part.strip().partition("-")
+        if not start.isdigit() or (dash and not end.isdigit()):
+            raise SpecError(
+                f"--seeds {text!r}: {part.strip()!r} is not a seed or a range; expected a count "
+                "(10), a range (0-9), a list (0,3,7) or a mix (0-4,10) of ints >= 0"
+            )
+        low, high = int(start), int(end) if dash else int(start)
+        if high < low:
+            raise SpecError(f"--seeds {text!r}: the range {part.strip()} is reversed")
+        seeds += range(low, high + 1)
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise SpecError(f"--seeds {text!r}: seed(s) {repeated} given more than once")
+    return seeds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studies", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("study", help=f"one of: {', '.join(list_studies())}")
     run.add_argument("--preset", default="quick", choices=PRESETS)
     run.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    run.add_argument(
+        "--seeds",
+        help="seeds to run instead of the preset's: a count (10 = 0-9), a range (0-9), a list "
+        "(0,3,7) or a mix (0-4,10)",
+    )
     run.add_argument("--launcher", default="local", choices=("local", "slurm"))
     run.add_argument("--dry-run", action="store_true", help="list the runs and their status")
     run.add_argument("--force", action="store_true", help="re-run completed runs too")
@@ -56,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(results: Path) -> int:
-    print(f"{'study':10s} {'preset':7s} {'runs':>5s} {'done':>5s} {'failed':>6s}  description")
+    width = max(len(name) for name in ["study", *list_studies()])
+    print(f"{'study':{width}s} {'preset':7s} {'runs':>5s} {'done':>5s} {'failed':>6s}  description")
     for name in list_studies():
         spec = load_spec(name)
         summary = spec.description.split(":")[0].replace("\n", " ")
@@ -65,12 +100,12 @@ def _list(results: Path) -> int:
                 runs = spec.runs(preset)
             except SpecError as error:
                 reason = "needs DATA_ROOT" if "DATA_ROOT" in str(error) else str(error)
-                print(f"{name:10s} {preset:7s} {'-':>5s} {'-':>5s} {'-':>6s}  ({reason})")
+                print(f"{name:{width}s} {preset:7s} {'-':>5s} {'-':>5s} {'-':>6s}  ({reason})")
                 continue
             store = Store(results, name, preset)
             statuses = [store.status(run.run_id) for run in runs]
             print(
-                f"{name:10s} {preset:7s} {len(runs):5d} {statuses.count('done'):5d} "
+                f"{name:{width}s} {preset:7s} {len(runs):5d} {statuses.count('done'):5d} "
                 f"{statuses.count('failed'):6d}  {summary}"
             )
     return 0
@@ -91,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             return _list(args.results)
         if args.jobs < 1:
             raise SpecError(f"--jobs={args.jobs} is invalid: expected a positive int")
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
         spec = load_spec(args.study)
         slurm = {
             "cluster": args.slurm_cluster,
@@ -111,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             retry_failed=args.retry_failed,
             overrides=_overrides(args.overrides),
             slurm=slurm,
+            seeds=seeds,
         )
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)

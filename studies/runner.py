@@ -33,7 +33,7 @@ from studies.spec import Run, Spec, SpecError
 from studies.store import SCHEMA_VERSION, Store
 from studies.tracking import Tracker
 from tvconv import models, profile, segment
-from tvconv.train import check_data_paths, fit
+from tvconv.train import check_data_paths, fit, save_checkpoint
 
 SUMMARY_METRICS = {
     "face": ("mean_acc_pct", "mean_auc_pct"),
@@ -203,9 +203,8 @@ def _execute(run: Run, store: Store, threads: int, tracker: Tracker) -> dict:
         # the face task keeps the backbone (the head holds the training identities)
         network = result.model.backbone if config.task == "face" else result.model
         for folder, content in (("models", network.state_dict()), ("examples", result.examples)):
-            if content is not None:
-                (store.folder / folder).mkdir(parents=True, exist_ok=True)
-                torch.save(content, store.folder / folder / f"{run.run_id}.pt")
+            if content is not None:  # atomic: a reader never sees half a file
+                save_checkpoint(store.folder / folder / f"{run.run_id}.pt", content)
         shutil.rmtree(checkpoints, ignore_errors=True)
         params = profile.count_params(network)
         result.metrics.update(
@@ -235,6 +234,38 @@ def plan(runs: list[Run], store: Store, force: bool, retry_failed: bool) -> list
         if force or status == "missing" or (status == "failed" and retry_failed):
             todo.append(run)
     return todo
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    """Copy to a temp file beside ``target``, then rename: a kill never leaves half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def reuse_records(todo: list[Run], store: Store) -> list[Run]:
+    """Copy into ``store`` the complete records other studies of the preset hold for these
+    run_ids (e.g. the depthwise baseline every face study shares), relabelled with this run's
+    study and cell, with the trained model and examples that were kept; returns the runs still to
+    execute."""
+    remaining = []
+    for run in todo:
+        found = store.find_elsewhere(run.run_id)
+        if found is None or not store.try_lock(run.run_id):
+            remaining.append(run)
+            continue
+        try:
+            if store.status(run.run_id) != "done":  # missing, or failed with --retry-failed
+                source = f"{found['study']}/{found['preset']}"
+                for folder in ("models", "examples"):  # files first, the record last
+                    saved = Path(store.root) / source / folder / f"{run.run_id}.pt"
+                    if saved.is_file():
+                        _copy_atomically(saved, store.folder / folder / saved.name)
+                store.write({**found, "study": run.study, "cell": run.cell, "reused_from": source})
+        finally:
+            store.unlock(run.run_id)
+    return remaining
 
 
 def check_runs(runs: list[Run]) -> None:
@@ -319,13 +350,15 @@ def run_study(
     overrides: dict | None = None,
     slurm: dict | None = None,
     out=sys.stdout,
+    seeds: list[int] | None = None,
 ) -> int:
-    """Run (or show, with ``dry_run``) a study's preset; returns the exit code (0 or 1)."""
+    """Run (or show, with ``dry_run``) a study's preset; returns the exit code (0 or 1).
+    ``seeds`` replaces the preset's seeds."""
     from studies.launch import launch_local, launch_slurm
 
     overrides = dict(overrides or {})
     spec = spec.for_task(str(overrides.pop("task", spec.task)))
-    runs = spec.runs(preset, overrides)
+    runs = spec.runs(preset, overrides, seeds)
     check_runs(runs)
     store = Store(root, spec.name, preset)
     todo = plan(runs, store, force, retry_failed)
@@ -338,6 +371,15 @@ def run_study(
     if dry_run:
         print(status_lines(runs, store), file=out)
         return 0
+    if not force:
+        executed = reuse_records(todo, store)
+        if len(executed) < len(todo):
+            print(
+                f"{len(todo) - len(executed)} run(s) reused from other studies (same run_id: the "
+                "same config, seed and results version)",
+                file=out,
+            )
+        todo = executed
     sha = git_sha()
     options = {"force": force, "sha": sha, "retry_failed": retry_failed}
     if launcher == "slurm":

@@ -32,6 +32,20 @@ In the grid a list is an axis; a field whose value is itself a list takes a nest
 e.g. ``atom=tvconv init=zeros``); a run is a cell x seed. Runs with the same ``run_id`` (e.g. one
 dw baseline reached from several cells) are run once. Every error names the spec file, the key
 and the value.
+
+A face study declares its primary ``contrasts`` (what ``analysis.verdicts`` judges): cells picked
+by selectors, added (``plus``) or subtracted (``minus``), paired by seed, and the claim tested::
+
+    contrasts:
+      - name: "stats - ones"
+        plus: [{model.atom: tvconv, model.init: stats, model.affinity_channels: 4}]
+        minus: [{model.atom: tvconv, model.init: ones, model.affinity_channels: 4}]
+        claim: none            # positive | negative | none (no gain) | equal (within the margin)
+        finding: "initialising the maps from dataset statistics does not help"
+
+A selector must name known keys with valid values (checked on load) and pick at most one cell of
+a preset (checked when the preset's runs are built); a contrast whose cells a preset lacks is
+not judged there.
 """
 
 from __future__ import annotations
@@ -66,6 +80,53 @@ class Run:
         return self.config.run_id
 
 
+CONTRAST_KEYS = {"name", "plus", "minus", "claim", "finding", "margin"}
+CLAIMS = ("positive", "negative", "none", "equal")
+MARGIN = 1.0  # points of the headline metric: the smallest effect a verdict treats as real
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A primary contrast of a study: ``sum(plus) - sum(minus)`` over the cells picked by the
+    selectors ({config key: value}), paired by seed; the ``claim`` about it (``positive``,
+    ``negative``, ``none``: no gain, or ``equal``: within the margin either way) and the
+    ``finding`` it tests in words (the paper's, for the four questions)."""
+
+    name: str
+    plus: tuple[dict, ...]
+    minus: tuple[dict, ...]
+    claim: str
+    finding: str = ""
+    margin: float = MARGIN
+
+
+def as_text(value: object) -> str:
+    """A config or selector value as comparable text (``true``, ``3``, ``hflip``)."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (list, tuple)):
+        return ",".join(as_text(v) for v in value)
+    return str(value)
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """A task config (nested dict) as {dotted key: value}."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def selects(selector: dict, flat: dict) -> bool:
+    """Whether a run whose flattened task config is ``flat`` has every ``selector`` value."""
+    return all(key in flat and as_text(flat[key]) == as_text(v) for key, v in selector.items())
+
+
 @dataclass(frozen=True)
 class Spec:
     name: str
@@ -76,6 +137,7 @@ class Spec:
     grid: list
     presets: dict
     tasks: dict
+    contrasts: tuple[Contrast, ...] = ()
 
     def for_task(self, task: str) -> Spec:
         """This study asked of ``task`` (its ``tasks`` section applied), or itself."""
@@ -103,6 +165,7 @@ class Spec:
             grid=section.get("grid", self.grid),
             presets=presets,
             tasks={},
+            contrasts=self.contrasts,
         )
 
     def seeds(self, preset: str) -> list[int]:
@@ -126,13 +189,16 @@ class Spec:
                     cells.append(cell)
         return cells or [{}]
 
-    def runs(self, preset: str, overrides: dict | None = None) -> list[Run]:
+    def runs(
+        self, preset: str, overrides: dict | None = None, seeds: list[int] | None = None
+    ) -> list[Run]:
         """Every run of ``preset`` (cells x seeds), deduplicated by run_id, validated.
-        ``overrides`` may switch the task (``task=fundus``, see ``for_task``)."""
+        ``overrides`` may switch the task (``task=fundus``, see ``for_task``); ``seeds`` replaces
+        the preset's seeds."""
         overrides = dict(overrides or {})
         task = str(overrides.pop("task", self.task))
         if task != self.task:
-            return self.for_task(task).runs(preset, overrides)
+            return self.for_task(task).runs(preset, overrides, seeds)
         settings = self._preset(preset)
         try:
             base = base_config(self.task, settings.get("base", "paper"))
@@ -146,7 +212,7 @@ class Spec:
         runs, seen = [], set()
         for cell in self.cells(preset):
             config = _apply(base, cell, f"{self.path}: grid cell {_label(cell)}")
-            for seed in self.seeds(preset):
+            for seed in self.seeds(preset) if seeds is None else seeds:
                 seeded = _apply(config, {"seed": seed} if self.task != "profile" else {}, "seeds")
                 # command-line overrides win over the grid and the seeds: "every run"
                 seeded = _apply(seeded, overrides or {}, "command line")
@@ -154,7 +220,22 @@ class Spec:
                 if run.run_id not in seen:
                     seen.add(run.run_id)
                     runs.append(run)
+        self._check_contrast_cells(runs)
         return runs
+
+    def _check_contrast_cells(self, runs: list[Run]) -> None:
+        """Every contrast selector picks at most one cell of the preset (none: not run here)."""
+        cells = {}
+        for run in runs:
+            cells.setdefault(run.cell, flat_config(run.config.to_dict()[run.config.task]))
+        for contrast in self.contrasts:
+            for selector in (*contrast.plus, *contrast.minus):
+                chosen = [cell for cell, flat in cells.items() if selects(selector, flat)]
+                if len(chosen) > 1:
+                    raise SpecError(
+                        f"{self.path}: contrast {contrast.name!r}: selector {selector} matches "
+                        f"several cells ({'; '.join(chosen)}); add keys to pick one"
+                    )
 
 
 def _expand(value: object, where: str, key: str) -> object:
@@ -243,7 +324,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
         raise SpecError(f"{path}: YAML syntax error: {error}") from None
     if not isinstance(content, dict):
         raise SpecError(f"{path}: expected a mapping with description, task, grid, presets")
-    allowed = {"description", "task", "base", "grid", "presets", "tasks"}
+    allowed = {"description", "task", "base", "grid", "presets", "tasks", "contrasts"}
     unknown = sorted(set(content) - allowed)
     if unknown:
         raise SpecError(f"{path}: unknown top-level key(s) {unknown}; expected {sorted(allowed)}")
@@ -298,4 +379,67 @@ def load_spec(name_or_path: str | Path) -> Spec:
         grid=grid,
         presets=presets,
         tasks=tasks,
+        contrasts=_check_contrasts(content.get("contrasts") or [], path, task),
     )
+
+
+def _check_selector(selector: object, task: str, where: str) -> dict:
+    if not isinstance(selector, dict) or not selector:
+        raise SpecError(f"{where}: expected a selector {{config key: value}}, got {selector!r}")
+    probe = RunConfig(task=task)
+    for key, value in selector.items():
+        try:
+            assign(probe, str(key), value)
+        except ValueError as error:
+            raise SpecError(f"{where}: {error}") from None
+    return {str(key): value for key, value in selector.items()}
+
+
+def _check_contrasts(contrasts: object, path: Path, task: str) -> tuple[Contrast, ...]:
+    """The spec's primary contrasts, checked: each a unique name, ``plus`` and ``minus`` lists of
+    equal length of cell selectors (known config keys and valid values), the paper's ``claim``,
+    optional ``finding`` text and ``margin`` (> 0)."""
+    if not isinstance(contrasts, list):
+        raise SpecError(f"{path}: contrasts must be a list, got {contrasts!r}")
+    checked, names = [], set()
+    for number, contrast in enumerate(contrasts, start=1):
+        where = f"{path}: contrasts[{number}]"
+        if not isinstance(contrast, dict):
+            raise SpecError(f"{where}: expected a mapping with {sorted(CONTRAST_KEYS)}")
+        unknown = sorted(set(contrast) - CONTRAST_KEYS)
+        missing = sorted({"name", "plus", "minus", "claim"} - set(contrast))
+        if unknown or missing:
+            raise SpecError(f"{where}: unknown key(s) {unknown}, missing key(s) {missing}")
+        name = contrast["name"]
+        if not isinstance(name, str) or not name.strip() or name in names:
+            raise SpecError(f"{where}: name={name!r}: expected a unique non-empty string")
+        names.add(name)
+        sides = {}
+        for side in ("plus", "minus"):
+            selectors = contrast[side]
+            if not isinstance(selectors, list) or not selectors:
+                raise SpecError(f"{where}: {side}={selectors!r}: expected a list of selectors")
+            sides[side] = tuple(_check_selector(s, task, f"{where}.{side}") for s in selectors)
+        if len(sides["plus"]) != len(sides["minus"]):
+            raise SpecError(
+                f"{where}: plus and minus must list as many cells (a contrast's weights sum "
+                f"to 0), got {len(sides['plus'])} and {len(sides['minus'])}"
+            )
+        if contrast["claim"] not in CLAIMS:
+            raise SpecError(
+                f"{where}: claim={contrast['claim']!r}: expected one of {', '.join(CLAIMS)}"
+            )
+        margin = contrast.get("margin", MARGIN)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0:
+            raise SpecError(f"{where}: margin={margin!r}: expected a number > 0")
+        checked.append(
+            Contrast(
+                name=name,
+                plus=sides["plus"],
+                minus=sides["minus"],
+                claim=contrast["claim"],
+                finding=str(contrast.get("finding", "")).strip(),
+                margin=float(margin),
+            )
+        )
+    return tuple(checked)

@@ -94,6 +94,20 @@ class Store:
             good.append(record)
         return good, bad
 
+    def find_elsewhere(self, run_id: str) -> dict | None:
+        """A complete record of ``run_id`` in another study of this preset (the same run_id is
+        the same computation: config, seed and results version), or None."""
+        for path in sorted(Path(self.root).glob(f"*/{self.preset}/runs/{run_id}.json")):
+            if path.parent == self.runs_dir:
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("status") == "complete":
+                return record
+        return None
+
     # ---------------------------------------------------------------- locks and events
 
     def lock_path(self, run_id: str) -> Path:

@@ -9,9 +9,12 @@ from studies.store import Store
 BENCHMARKS = ("clean", "pose", "illumination", "age")
 
 
-def face_record(study, cell, seed, accuracy, status="complete", preset="quick", **fields):
+def face_record(
+    study, cell, seed, accuracy, status="complete", preset="quick", floors=True, **fields
+):
     """A face run record whose benchmarks all score ``accuracy`` (+0/+1/-1/+2 offsets, so the
-    mean equals accuracy + 0.5) and whose config carries ``fields`` (dotted keys)."""
+    mean equals accuracy + 0.5), with floors (raw pixels 58 + seed, mean colour 52, untrained
+    53 + seed, +1 for TVConv) and whose config carries ``fields`` (dotted keys)."""
     config = assign(base_config("face", "smoke"), "seed", seed)
     for key, value in fields.items():
         config = assign(config, key, value)
@@ -19,6 +22,14 @@ def face_record(study, cell, seed, accuracy, status="complete", preset="quick", 
     metrics = {f"{b}_acc_pct": accuracy + offsets[b] for b in BENCHMARKS}
     metrics["mean_acc_pct"] = accuracy + 0.5
     atom = fields.get("model.atom", "tvconv")
+    if floors:  # raw pixels and mean colour follow the data (seed); untrained also the atom
+        for floor, value in (
+            ("pixels", 58.0 + seed),
+            ("colour", 52.0),
+            ("untrained", 53.0 + seed + (1.0 if atom == "tvconv" else 0.0)),
+        ):
+            metrics.update({f"floor_{floor}_{b}_acc_pct": value for b in BENCHMARKS})
+            metrics[f"floor_{floor}_mean_acc_pct"] = value
     metrics["macs"] = 1_000_000
     metrics["deployed_params"] = 100_000 if atom == "dw" else 150_000
     return {

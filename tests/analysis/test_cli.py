@@ -1,9 +1,12 @@
 """``python -m analysis``: files written, deterministic tables, clear errors, W&B summary run."""
 
+import pandas as pd
 import pytest
 
 from analysis.__main__ import main
 from analysis.report import render
+from studies.store import Store
+from tests.analysis.conftest import face_record
 from tests.analysis.test_figures import profile_records
 
 
@@ -63,11 +66,11 @@ def test_failed_runs_are_reported_in_problems_file(aug_store):
     aug_store.write(
         face_record(
             "aug",
-            "atom=tvconv augment=shift4",
+            "atom=tvconv augment=shift10",
             0,
             0.0,
             status="failed",
-            **{"data.augment": "shift4"},
+            **{"data.augment": "shift10"},
         )
     )
     report = render("aug", "quick", aug_store.root, wandb=False)
@@ -102,3 +105,42 @@ def test_readme_results_block_is_regenerated_from_the_rendered_files(aug_store, 
     readme.write_text("# no markers\n")
     assert main(["--results", root, "--readme", str(readme)]) == 2
     assert "has no results block" in capsys.readouterr().err
+
+
+def test_verdicts_are_rendered_printed_and_in_the_readme(tmp_path, capsys, monkeypatch):
+    """The aug study's declared contrasts judged on records with a known answer: TVConv +2 on
+    every seed under the flip, no gain under shift20 (its gap shrinks: reproduced)."""
+    from analysis.report import README_BEGIN, README_END
+
+    root = tmp_path / "results"
+    store = Store(root, "aug", "quick")
+    values = {("dw", "hflip"): 60.0, ("tvconv", "hflip"): 62.0}
+    values |= {("dw", "shift20"): 57.0, ("tvconv", "shift20"): 57.0}
+    for (atom, augment), accuracy in values.items():
+        for seed in range(5):
+            store.write(
+                face_record(
+                    "aug",
+                    f"atom={atom} augment={augment}",
+                    seed,
+                    accuracy + (0.3 * seed if atom == "tvconv" else 0.0),
+                    **{"model.atom": atom, "data.augment": augment},
+                )
+            )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    assert main(["aug", "--results", str(root), "--no-wandb", "--readme", str(readme)]) == 0
+    out = capsys.readouterr().out
+    assert "TVConv - dw gap: flip minus shift20" in out and "**reproduced**" in out
+    verdicts = pd.read_csv(root / "aug" / "quick" / "tables" / "aug_verdicts.csv")
+    row = verdicts.set_index("name").loc["TVConv - dw gap: flip minus shift20"]
+    assert row["n"] == 5 and row["mean"] == pytest.approx(2.0)  # (2 + 0.3 s) - (0 + 0.3 s)
+    assert row["verdict"] == "reproduced" and row["seeds_needed"] == 2
+    assert "TVConv - dw gap: aligned minus layout-free" not in set(verdicts["name"])  # not run
+    text = readme.read_text()
+    assert "### Verdicts at a glance (quick preset)" in text
+    assert "| `aug` | TVConv - dw gap: flip minus shift20 |" in text
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the summary run holds them as numbers
+    render("aug", "quick", root, wandb=True)
+    (run,) = (root / "wandb" / "wandb").glob("offline-run-*")
+    assert list(run.glob("files/media/table/verdicts_*.table.json"))

@@ -5,7 +5,7 @@ import pytest
 
 from analysis.frame import baseline_key, load_records, load_study, sort_runs
 from analysis.tables import face_table, latex_escape, number
-from tests.analysis.conftest import aug_records, face_record
+from tests.analysis.conftest import BENCHMARKS, aug_records, face_record
 
 
 def test_frame_has_one_row_per_run_with_config_and_metrics(aug_store):
@@ -28,10 +28,12 @@ def test_frame_has_one_row_per_run_with_config_and_metrics(aug_store):
 
 def test_failed_stale_and_unreadable_runs_are_listed_not_dropped(aug_store):
     failed = face_record(
-        "aug", "atom=tvconv augment=shift4", 0, 0.0, status="failed", **{"data.augment": "shift4"}
+        "aug", "atom=tvconv augment=shift10", 0, 0.0, status="failed", **{"data.augment": "shift10"}
     )
     aug_store.write(failed)
-    stale = face_record("aug", "atom=tvconv augment=shift8", 0, 70.0, **{"data.augment": "shift8"})
+    stale = face_record(
+        "aug", "atom=tvconv augment=shift20", 0, 70.0, **{"data.augment": "shift20"}
+    )
     stale["results_version"] = -1
     stale["run_id"] = "0" * 16
     aug_store.write(stale)
@@ -82,7 +84,7 @@ def test_face_table_values_bold_best_and_paired_column():
         "age",
         "mean",
         "deployed params (M)",
-        "Δ mean vs dw [95% CI] (wins)",
+        "Δ mean vs dw [95% CI, Holm over 2] (wins)",
     ]
     rows = {row[0]: row for row in table.rows}
     assert rows["atom=tvconv augment=hflip"][2:7] == [
@@ -93,15 +95,63 @@ def test_face_table_values_bold_best_and_paired_column():
         "63.5 ± 2.0",
     ]
     assert rows["atom=dw augment=hflip"][-1] == "baseline"
-    assert rows["atom=tvconv augment=rot30"][-1] == "-1.0 [-1.0, -1.0] (0/3)"
-    assert rows["atom=tvconv augment=hflip"][-1].startswith("+2.0 [")
-    assert rows["atom=tvconv augment=hflip"][-1].endswith("(2/3)")
+    # rot30: -1 on every seed (p = 0, first in Holm's order); hflip: 3, 0, 3 (p = 0.18): its
+    # interval at the Holm level 0.95 is 2 -+ t(0.975, 2) * 1 = 2 -+ 4.30
+    assert rows["atom=tvconv augment=rot30"][-1] == "-1.0 [-1.0, -1.0] p=<0.001 (0/3)"
+    assert rows["atom=tvconv augment=hflip"][-1] == "+2.0 [-2.3, +6.3] p=0.18 (2/3)"
     best_row = [row[0] for row in table.rows].index("atom=tvconv augment=hflip")
     assert (best_row, 6) in table.bold  # best mean
     markdown = table.markdown()
     assert "| **63.5 ± 2.0** |" in markdown
-    assert "Fewer than 5 seeds" in markdown
+    assert "Holm-adjusted over the 2 TVConv cells" in markdown
     assert set(numbers["metric"]) >= {"mean_acc_pct", "clean_acc_pct", "diff_mean_acc_pct"}
+
+
+def test_floor_rows_follow_the_cells_with_what_each_floor_depends_on():
+    """Raw pixels and mean colour depend on the data only (one row here: augmentation changes
+    the training, not the benchmarks); the untrained network on the data and the model (one
+    row per atom); each seed counted once."""
+    table, numbers = face_table(load_records(aug_records()))
+    labels = [row[0] for row in table.rows]
+    floors = labels[4:]
+    assert floors == [
+        "floor: raw pixels",
+        "floor: mean colour",
+        "floor: untrained atom=dw",
+        "floor: untrained atom=tvconv",
+    ]
+    rows = {row[0]: row for row in table.rows}
+    assert rows["floor: raw pixels"][1:7] == ["3", *["59.0 ± 1.0"] * 5]  # 58 + seed 0, 1, 2
+    assert rows["floor: mean colour"][6] == "52.0 ± 0.0"
+    assert rows["floor: untrained atom=tvconv"][6] == "55.0 ± 1.0"
+    assert rows["floor: untrained atom=dw"][-1] == ""  # no costs, no paired difference
+    assert not any(r >= 4 for r, _c in table.bold)  # floors are never the best
+    floor_numbers = numbers[numbers["cell"] == "floor: raw pixels"]
+    assert set(floor_numbers["metric"]) == {f"{b}_acc_pct" for b in BENCHMARKS} | {"mean_acc_pct"}
+
+
+def test_floor_rows_name_the_data_variant_when_it_varies():
+    records = [
+        face_record(
+            "aug",
+            f"atom={atom} layout={layout}",
+            seed,
+            60.0,
+            **{"model.atom": atom, "data.synthetic.layout": layout},
+        )
+        for atom in ("dw", "tvconv")
+        for layout in ("aligned", "free")
+        for seed in (0, 1)
+    ]
+    table, _ = face_table(load_records(records))
+    labels = [row[0] for row in table.rows]
+    assert "floor: raw pixels layout=aligned" in labels
+    assert "floor: raw pixels layout=free" in labels
+    assert "floor: untrained atom=tvconv layout=free" in labels
+    assert (
+        face_table(load_records([face_record("s", "c", 0, 60.0, floors=False)]))[0].rows[-1][0]
+        == "c"
+    )  # records without floors: no floor rows
 
 
 def test_cost_columns_appear_only_when_they_vary():

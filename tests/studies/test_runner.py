@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from studies import tracking
-from studies.cli import main
+from studies.cli import main, parse_seeds
 from studies.runner import run_study
-from studies.spec import load_spec
+from studies.spec import SpecError, load_spec
 from studies.store import Store
+from tests.studies.conftest import TINY
 
 FAILING = """
     description: "Failing: one cell diverges"
@@ -60,6 +61,27 @@ def test_sweep_writes_records_skips_done_and_forces(write_spec, tmp_path):
     assert len(store.events()) == 6
     code, out = run(spec, results, force=True)
     assert code == 0 and "6 runs, 6 to run" in out and len(store.events()) == 12
+
+
+def test_a_run_another_study_completed_is_reused_not_executed(write_spec, tmp_path):
+    """Same run_id = same config, seed and results version: the record is copied (relabelled,
+    with where it came from), nothing is trained; --force executes it anyway."""
+    results = tmp_path / "results"
+    first = write_spec(TINY, "tiny")
+    assert run(first, results)[0] == 0
+    # a second study whose dw cell is the same run as tiny's, and a TVConv cell of its own
+    other = write_spec(TINY.replace("[dw, tvconv]", "[dw]").replace("Tiny:", "Other:"), "other")
+    code, out = run(other, results)
+    assert code == 0 and "3 run(s) reused from other studies" in out
+    store = Store(results, "other", "smoke")
+    assert store.events() == []  # nothing executed
+    records, _ = store.records()
+    original = {r["run_id"]: r for r in Store(results, "tiny", "smoke").records()[0]}
+    for record in records:
+        assert record["study"] == "other" and record["reused_from"] == "tiny/smoke"
+        assert record["metrics"] == original[record["run_id"]]["metrics"]
+    assert run(other, results, force=True)[0] == 0
+    assert len(store.events()) == 3
 
 
 def test_failed_run_is_recorded_and_retried(write_spec, tmp_path):
@@ -176,7 +198,11 @@ def test_yaml_syntax_error_exits_2(write_spec, tmp_path):
 def test_list_shows_studies_presets_and_counts(tmp_path):
     completed = cli("list", "--results", str(tmp_path))
     assert completed.returncode == 0
-    assert "init       quick      14" in completed.stdout
+    rows = [line.split()[:3] for line in completed.stdout.splitlines()]
+    assert ["init", "quick", "15"] in rows and ["convergence", "quick", "10"] in rows
+    header, *lines = completed.stdout.splitlines()
+    offset = header.index("preset")  # the study column fits the longest name: columns line up
+    assert all(line[offset:].split()[0] in ("smoke", "quick", "paper") for line in lines)
     assert "needs DATA_ROOT" in completed.stdout
 
 
@@ -350,3 +376,72 @@ def test_profile_runs_one_at_a_time_whatever_jobs(write_spec, tmp_path):
     records = Store(tmp_path / "results", "tinyprofile", "smoke").records()[0]
     assert sorted(r["config"]["profile"]["layer_channels"] for r in records) == [4, 8]
     assert all(r["metrics"]["ratio_b1_t1"] > 0 for r in records)
+
+
+@pytest.mark.parametrize(
+    ("text", "seeds"),
+    [
+        ("10", list(range(10))),
+        ("3", [0, 1, 2]),
+        ("0-9", list(range(10))),
+        ("5-7", [5, 6, 7]),
+        ("4-4", [4]),
+        ("0,3,7", [0, 3, 7]),
+        ("0-2,10", [0, 1, 2, 10]),
+        (" 1 , 2-3 ", [1, 2, 3]),
+    ],
+)
+def test_seeds_parse_counts_ranges_and_lists(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0", "a count of seeds must be >= 1"),
+        ("", "is not a seed or a range"),
+        ("abc", "'abc' is not a seed or a range"),
+        ("-1", "'-1' is not a seed or a range"),
+        ("1.5", "'1.5' is not a seed or a range"),
+        ("5-3", "the range 5-3 is reversed"),
+        ("0-", "'0-' is not a seed or a range"),
+        ("1,,2", "'' is not a seed or a range"),
+        ("0-3,2", "seed(s) [2] given more than once"),
+    ],
+)
+def test_bad_seeds_are_refused(text, message):
+    with pytest.raises(SpecError) as caught:
+        parse_seeds(text)
+    assert message in str(caught.value)
+
+
+def test_seeds_option_replaces_the_presets_seeds(write_spec, tmp_path):
+    path = str(write_spec())
+    completed = cli("run", path, "--preset", "smoke", "--seeds", "0-4", "--dry-run")
+    assert completed.returncode == 0, completed.stderr
+    assert "10 runs, 10 to run" in completed.stdout  # 2 cells x 5 seeds (the preset has 3)
+    lines = completed.stdout.splitlines()
+    assert {int(line.split()[2]) for line in lines if "missing" in line} == {0, 1, 2, 3, 4}
+    code, out = run(path, tmp_path / "results", dry_run=True, seeds=[7])
+    assert code == 0 and "2 runs, 2 to run" in out
+
+
+@pytest.mark.parametrize("value", ["0", "two", "3-1", "1,1"])
+def test_bad_seeds_exit_2_before_any_run(tmp_path, value):
+    completed = cli(
+        "run", "init", "--preset", "smoke", "--seeds", value, "--results", str(tmp_path / "r")
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.startswith("error: --seeds ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_make_passes_seeds_to_the_runner():
+    dry = subprocess.run(
+        ["make", "-n", "ablation-init", "SEEDS=0-9", "PY=python"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    assert "--seeds 0-9" in dry.stdout

@@ -2,43 +2,54 @@
 
 import pytest
 
-from studies.spec import SpecError, list_studies, load_spec
+from studies.spec import SpecError, flat_config, list_studies, load_spec, selects
 
-SHIPPED = ["aug", "depth", "init", "profile", "seg", "tradeoff", "weightgen"]
+SHIPPED = ["aug", "convergence", "depth", "init", "profile", "seg", "tradeoff", "weightgen"]
 
 
 def test_every_shipped_spec_loads_and_expands():
     assert list_studies() == SHIPPED
-    expected_quick = {
-        "aug": 16,
-        "depth": 12,
-        "init": 14,
+    expected_quick = {  # face studies: the cells their verdicts need x 5 seeds
+        "aug": 30,
+        "convergence": 10,
+        "depth": 15,
+        "init": 15,
         "profile": 22,
         "seg": 24,
-        "tradeoff": 12,
-        "weightgen": 12,
+        "tradeoff": 15,
+        "weightgen": 20,
     }
     for name in SHIPPED:
         spec = load_spec(name)
         assert spec.description
         assert len(spec.runs("smoke")) >= 2
         assert len(spec.runs("quick")) == expected_quick[name]
-        assert set(spec.presets) == {"smoke", "quick", "paper"}
+        expected_presets = (
+            {"smoke", "quick"} if name == "convergence" else {"smoke", "quick", "paper"}
+        )
+        assert set(spec.presets) == expected_presets
+
+
+def test_face_quick_presets_have_five_seeds_and_every_contrast_cell():
+    """Every contrast a face study declares can be judged on its quick preset's runs."""
+    for name in ("aug", "convergence", "depth", "init", "tradeoff", "weightgen"):
+        spec = load_spec(name)
+        runs = spec.runs("quick")
+        assert sorted({run.seed for run in runs}) == [0, 1, 2, 3, 4], name
+        cells = {run.cell: flat_config(run.config.to_dict()["face"]) for run in runs}
+        for contrast in spec.contrasts:
+            for selector in (*contrast.plus, *contrast.minus):
+                chosen = [cell for cell, flat in cells.items() if selects(selector, flat)]
+                assert len(chosen) == 1, (name, contrast.name, selector)
 
 
 def test_init_quick_cells_and_seeds():
     spec = load_spec("init")
     runs = spec.runs("quick")
     cells = list(dict.fromkeys(run.cell for run in runs))
-    assert cells == [
-        "atom=dw",
-        *(f"atom=tvconv init={i}" for i in ("ones", "zeros", "normal", "coords", "stats")),
-        "atom=tvconv affinity_channels=16",
-    ]
-    assert sorted({run.seed for run in runs}) == [0, 1]
+    assert cells == ["atom=dw", "atom=tvconv init=ones", "atom=tvconv init=stats"]
     stats = next(r for r in runs if r.cell == "atom=tvconv init=stats")
     assert stats.config.face.model.init == "stats"
-    assert stats.config.face.optim.batch_size == 32  # the cpu-quick base
 
 
 def test_seg_quick_crosses_atoms_and_held_out_domains():
@@ -175,8 +186,66 @@ def test_bad_specs_are_refused_with_file_key_and_value(write_spec, text, message
         load_spec(path).runs("smoke")
 
 
+CONTRAST_SPEC = """
+task: face
+grid:
+  - {{model.atom: [dw, tvconv], data.augment: [hflip, rot30]}}
+presets: {{smoke: {{base: smoke}}}}
+contrasts:
+  - {contrast}
+"""
+
+
+@pytest.mark.parametrize(
+    ("contrast", "message"),
+    [
+        ("{name: a, plus: [{model.atom: tvconv}], minus: []}", "missing key.*claim"),
+        (
+            "{name: a, plus: [{model.atom: tvconv}], minus: [], claim: positive}",
+            "minus=\\[\\]: expected a list of selectors",
+        ),
+        (
+            "{name: a, plus: [{model.atom: tvconv}], minus: [{model.atom: dw}], claim: big}",
+            "claim='big': expected one of positive, negative, none, equal",
+        ),
+        (
+            "{name: a, plus: [{model.atomm: tvconv}], minus: [{model.atom: dw}], claim: none}",
+            "contrasts\\[1\\].plus: model.atomm='tvconv'.*unknown key",
+        ),
+        (
+            "{name: a, plus: [{model.init: random}], minus: [{model.atom: dw}], claim: none}",
+            "model.init='random'",
+        ),
+        (
+            "{name: a, plus: [{model.atom: tvconv}, {model.atom: dw}], minus: [{model.atom: dw}],"
+            " claim: none}",
+            "plus and minus must list as many cells",
+        ),
+        (
+            "{name: a, plus: [{model.atom: tvconv}], minus: [{model.atom: dw}], claim: none,"
+            " margin: -1}",
+            "margin=-1: expected a number > 0",
+        ),
+        (
+            "{name: a, plus: [{model.atom: tvconv}], minus: [{model.atom: dw}], claim: none,"
+            " extra: 1}",
+            "unknown key\\(s\\) \\['extra'\\]",
+        ),
+        (  # valid keys, but two cells are tvconv: ambiguous in this preset
+            "{name: a, plus: [{model.atom: tvconv}], minus: [{model.atom: dw, data.augment: "
+            "hflip}], claim: positive}",
+            "selector \\{'model.atom': 'tvconv'\\} matches several cells",
+        ),
+    ],
+)
+def test_bad_contrasts_are_refused_before_any_run(write_spec, contrast, message):
+    path = write_spec(CONTRAST_SPEC.format(contrast=contrast))
+    with pytest.raises(SpecError, match=message):
+        load_spec(path).runs("smoke")
+
+
 def test_unknown_study_and_preset():
-    with pytest.raises(SpecError, match=r"no study 'ablate'.*available: aug, depth, init"):
+    with pytest.raises(SpecError, match=r"no study 'ablate'.*available: aug, convergence, depth"):
         load_spec("ablate")
     with pytest.raises(SpecError, match="has no preset 'huge'"):
         load_spec("init").runs("huge")

@@ -132,7 +132,7 @@ def test_geometric_augmentation_moves_masks_with_their_images():
     masks[:, 0, 6:14, 4:20] = True
     masks[:, 1, 2:24, 3:28] = True
     images = masks.float().repeat(1, 2, 1, 1)[:, :3] * 2 - 1  # channel 0: the cup mask
-    augment = Augmentation("hflip,shift:3,rotate:25")
+    augment = Augmentation("hflip,shift:0.2,rotate:25")
     moved_images, moved_masks = augment.with_masks(images, masks, generator)
     assert moved_masks.dtype == torch.bool and moved_masks.shape == masks.shape
     assert torch.equal(moved_images[:, 0] > 0, moved_masks[:, 0])

@@ -19,6 +19,8 @@ from tvconv.train import (
     check_data_paths,
     evaluate,
     fit,
+    floors,
+    load_data,
     lr_at,
     override,
     smoke_config,
@@ -162,11 +164,58 @@ def test_evaluate_wires_pairs_to_embeddings():
     assert metrics["mean_acc_pct"] == 100.0
 
 
+def layout_only_benchmark() -> VerificationBenchmark:
+    """20 identities told apart by where a bright square sits on a grey image (the same mean
+    colour in every image): a same pair shows one identity twice, a different pair two."""
+    images = torch.full((20, 3, 8, 8), 100, dtype=torch.uint8)
+    for identity in range(20):
+        row, col = divmod(identity, 5)
+        images[identity, :, row : row + 2, col : col + 2] = 200  # 4 bright pixels anywhere
+    same = torch.arange(20).view(-1, 1).repeat(1, 2)
+    different = torch.stack([torch.arange(20), (torch.arange(20) + 7) % 20], dim=1)
+    pairs = torch.stack([same, different], dim=1).reshape(40, 2)
+    return VerificationBenchmark("layout", images, pairs, torch.tensor([True, False] * 20))
+
+
+def test_floors_on_a_tiny_set_with_known_answers():
+    """Raw pixels tell every pair apart (100%); the mean colour is the same in every image, so
+    every pair scores alike and the best threshold gets half the pairs (50%); the untrained
+    network scores what its own deployed embedding scores."""
+    bench = layout_only_benchmark()
+    means = bench.images.float().mean(dim=(2, 3))
+    assert torch.allclose(means, means[0].expand_as(means))
+    config = EvalConfig(threshold_steps=500)
+    torch.manual_seed(0)
+    untrained = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    metrics = floors(untrained, [bench], config)
+    assert metrics["floor_pixels_layout_acc_pct"] == 100.0
+    assert metrics["floor_pixels_mean_acc_pct"] == 100.0
+    assert metrics["floor_colour_layout_acc_pct"] == 50.0
+    own = evaluate(untrained, [bench], config)["layout_acc_pct"]
+    assert metrics["floor_untrained_layout_acc_pct"] == own
+    assert set(metrics) == {
+        f"floor_{kind}_{name}_acc_pct"
+        for kind in ("pixels", "colour", "untrained")
+        for name in ("layout", "mean")
+    }
+
+
+def test_every_face_run_reports_its_floors_before_training_moved_anything():
+    result = fit(smoke_config())
+    untrained = result.metrics["floor_untrained_mean_acc_pct"]
+    assert 0 < result.metrics["floor_pixels_mean_acc_pct"] < 100
+    assert 0 < result.metrics["floor_colour_mean_acc_pct"] < 100
+    assert 0 < untrained < 100 and untrained != result.metrics["mean_acc_pct"]
+    no_floors = fit(override(smoke_config(), "eval.floors=false"))
+    assert not any(key.startswith("floor_") for key in no_floors.metrics)
+    assert no_floors.metrics["mean_acc_pct"] == result.metrics["mean_acc_pct"]  # no side effect
+
+
 @pytest.fixture
 def real_data(tmp_path):
     """A tiny CASIA-like tree and an LFW-like pair list, written from synthetic faces."""
     faces = make_face_train_set(
-        SyntheticFacesConfig(image_size=32, train_identities=10, images_per_identity=4)
+        SyntheticFacesConfig(image_size=32, train_identities=10, images_per_identity=4, seed=0)
     )
     root = tmp_path / "train"
     for index, (image, label) in enumerate(zip(faces.images, faces.labels, strict=True)):
@@ -239,3 +288,18 @@ def test_two_process_ddp_on_cpu_keeps_ranks_in_sync(tmp_path):
     assert rank0[0] == rank1[0]  # identical parameters on both ranks after training
     assert rank0[1:3] == ["complete", "2"] and rank1[1:3] == ["complete", "2"]
     assert 0 < float(rank0[3]) < 100 and rank1[3] == "None"  # rank 0 evaluates
+
+
+def test_the_data_seed_follows_the_run_seed_unless_set():
+    """Seeds differ in the identities drawn too (intervals cover identity sampling); a fixed
+    ``data.synthetic.seed`` keeps one dataset across run seeds."""
+    config = smoke_config()
+    assert config.data.synthetic.seed is None
+    first, _ = load_data(config.data, seed=0)
+    again, _ = load_data(config.data, seed=0)
+    other, other_benchmarks = load_data(config.data, seed=1)
+    assert torch.equal(first.images, again.images)
+    assert not torch.equal(first.images, other.images)
+    fixed = override(config, "data.synthetic.seed=0").data
+    assert torch.equal(load_data(fixed, seed=1)[0].images, first.images)
+    assert not torch.equal(load_data(fixed, seed=1)[1][0].images, other_benchmarks[0].images)

@@ -94,7 +94,8 @@ def preview(out: Path, size: int, seed: int, per_row: int = 8) -> None:
         print(
             f"  {name:12s} cross-image var {summary['cross_image_var']:.4f}  "
             f"intra-image var {summary['intra_image_var']:.4f}  "
-            f"score {summary['layout_score']:.2f}"
+            f"score {summary['layout_score']:.2f}  "
+            f"mean-image share {100 * summary['mean_image_share']:.0f}%"
         )
 
 

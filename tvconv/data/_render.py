@@ -27,8 +27,13 @@ def soft_ellipse(
 ) -> torch.Tensor:
     """Coverage in [0, 1] of an axis-aligned ellipse centred at the origin of (x, y)."""
     radius = torch.sqrt((x / rx) ** 2 + (y / ry) ** 2 + 1e-12)
-    distance = (1 - radius) * torch.minimum(rx, ry)  # > 0 inside, about the distance to the rim
-    return torch.sigmoid(distance / edge)
+    # Signed distance to the rim (> 0 inside): the first-order estimate (1 - radius) / |grad
+    # radius|, bounded by the distance to the bounding box, which holds far from a flat ellipse
+    # too (a closed eye must not leak a band along its long axis).
+    gradient = torch.sqrt((x / rx**2) ** 2 + (y / ry**2) ** 2 + 1e-12) / radius
+    first_order = (1 - radius) / torch.maximum(gradient, 1 / torch.maximum(rx, ry))
+    outside_box = torch.maximum(x.abs() - rx, y.abs() - ry)
+    return torch.sigmoid(torch.minimum(first_order, -outside_box) / edge)
 
 
 def soft_band(distance: torch.Tensor, half_width: torch.Tensor, edge: float) -> torch.Tensor:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tvconv.data.augment import FILL, LEVELS, Augmentation, _warp
+from tvconv.data.augment import FILL, LEVELS, Augmentation, _warp, mean_displacement
 
 
 def images(n=6, size=12):
@@ -30,9 +30,9 @@ def test_hflip_with_probability_one_flips_every_image():
     assert torch.equal(run("hflip:0", x), x)
 
 
-def test_shift_is_an_integer_translation_within_k():
-    x = images(n=8)
-    out = run("shift:2", x, seed=5)
+def test_shift_is_an_integer_translation_within_the_fraction_of_the_frame():
+    x = images(n=8)  # 12 px: a fraction of 0.17 is up to 2 px
+    out = run("shift:0.17", x, seed=5)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2), value=FILL)
     shifts = set()
     for i in range(8):
@@ -45,6 +45,17 @@ def test_shift_is_an_integer_translation_within_k():
         assert len(matches) == 1
         shifts.add(matches[0])
     assert len(shifts) > 1
+
+
+def test_shift_is_the_same_fraction_of_the_frame_at_any_size():
+    """shift:0.25 moves a 16 px image by up to 4 px and a 32 px one by up to 8 px (and a
+    rectangular one by a quarter of each side)."""
+    for height, width in ((16, 16), (32, 32), (16, 32)):
+        x = torch.zeros(64, 1, height, width)
+        moved = run("shift:0.25", x, seed=1) == FILL  # uncovered pixels are filled with FILL
+        rows_cut = moved.all(dim=3).sum(dim=2).flatten()  # fully uncovered rows per image
+        cols_cut = moved.all(dim=2).sum(dim=2).flatten()
+        assert rows_cut.max() == height // 4 and cols_cut.max() == width // 4
 
 
 def test_warp_with_a_quarter_turn_equals_rot90():
@@ -92,7 +103,7 @@ def test_cutout_zeroes_one_square_per_image():
 
 def test_determinism_under_a_seed():
     x = images()
-    spec = "hflip,shift:3,crop:0.6,rotate:20,color:0.3,cutout:0.2"
+    spec = "hflip,shift:0.2,crop:0.6,rotate:20,color:0.3,cutout:0.2"
     assert torch.equal(run(spec, x, seed=1), run(spec, x, seed=1))
     assert not torch.equal(run(spec, x, seed=1), run(spec, x, seed=2))
 
@@ -101,7 +112,7 @@ def test_determinism_under_a_seed():
     ("spec", "message"),
     [
         ("blur", "unknown augmentation 'blur' in 'blur'; expected one of hflip, shift"),
-        ("shift:2.5", r"strength must be pixels \(int\) in \[0, 64\], got '2.5'"),
+        ("shift:4", r"strength must be fraction of the frame in \[0.0, 0.5\], got '4'"),
         ("hflip:2", r"strength must be probability in \[0.0, 1.0\], got '2'"),
         ("rotate:x", r"strength must be degrees in \[0, 180\], got 'x'"),
         ("crop:0", "minimum area fraction"),
@@ -110,3 +121,15 @@ def test_determinism_under_a_seed():
 def test_bad_specs_are_refused(spec, message):
     with pytest.raises(ValueError, match=message):
         Augmentation(spec)
+
+
+def test_mean_displacement_orders_the_ladder_by_how_far_it_moves_content():
+    """Flips and photometric ops move nothing; a shift of up to f of the frame moves content by
+    about f / 2 per axis; shift20 moves it furthest of the ladder."""
+    assert mean_displacement("hflip") == 0.0
+    assert mean_displacement("color,cutout") == 0.0
+    moved = {level: mean_displacement(level, samples=500) for level in LEVELS}
+    assert moved["shift5"] < moved["shift10"] < moved["shift20"]
+    assert moved["rot10"] < moved["rot30"]
+    assert max(moved, key=moved.get) == "shift20"
+    assert 0.12 < moved["shift20"] < 0.16

@@ -12,8 +12,14 @@ def test_hand_computed_variances():
     torch.testing.assert_close(result.cross_image, torch.full((4,), 0.25))
     torch.testing.assert_close(result.intra_image, torch.full((2,), 1.25))
     assert result.score == pytest.approx(5.0)
+    # the mean image (0.5, 1.5, 2.5, 3.5) varies by 1.25 over positions: 1.25 / (0.25 + 1.25)
     assert result.summary() == pytest.approx(
-        {"cross_image_var": 0.25, "intra_image_var": 1.25, "layout_score": 5.0}
+        {
+            "cross_image_var": 0.25,
+            "intra_image_var": 1.25,
+            "layout_score": 5.0,
+            "mean_image_share": 1.25 / 1.5,
+        }
     )
 
 
