@@ -311,9 +311,15 @@ def summary_table(spec: Spec, runs: list[Run], store: Store) -> str:
 
 
 def status_lines(runs: list[Run], store: Store) -> str:
+    """One line per run; a missing run another study of the preset has completed says where
+    from (it is copied, not trained)."""
     lines = [f"{'run_id':16s}  {'status':7s}  seed  cell"]
     for run in runs:
-        lines.append(f"{run.run_id}  {store.status(run.run_id):7s}  {run.seed:4d}  {run.cell}")
+        status = store.status(run.run_id)
+        line = f"{run.run_id}  {status:7s}  {run.seed:4d}  {run.cell}"
+        if status == "missing" and (found := store.find_elsewhere(run.run_id)) is not None:
+            line += f"  (reused from {found['study']}/{found['preset']})"
+        lines.append(line)
     return "\n".join(lines)
 
 

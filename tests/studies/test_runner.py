@@ -71,6 +71,8 @@ def test_a_run_another_study_completed_is_reused_not_executed(write_spec, tmp_pa
     assert run(first, results)[0] == 0
     # a second study whose dw cell is the same run as tiny's, and a TVConv cell of its own
     other = write_spec(TINY.replace("[dw, tvconv]", "[dw]").replace("Tiny:", "Other:"), "other")
+    code, out = run(other, results, dry_run=True)
+    assert code == 0 and out.count("(reused from tiny/smoke)") == 3
     code, out = run(other, results)
     assert code == 0 and "3 run(s) reused from other studies" in out
     store = Store(results, "other", "smoke")
