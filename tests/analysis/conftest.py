@@ -58,7 +58,9 @@ AUG_VALUES = {  # (atom, augment) -> accuracy per seed 0, 1, 2
 }
 
 
-def aug_records():
+def aug_records(values: dict | None = None) -> list[dict]:
+    """Face records of study aug from {(atom, augment): [accuracy per seed]} (AUG_VALUES by
+    default)."""
     return [
         face_record(
             "aug",
@@ -67,8 +69,8 @@ def aug_records():
             value,
             **{"model.atom": atom, "data.augment": augment},
         )
-        for (atom, augment), values in AUG_VALUES.items()
-        for seed, value in enumerate(values)
+        for (atom, augment), per_seed in (values or AUG_VALUES).items()
+        for seed, value in enumerate(per_seed)
     ]
 
 

@@ -14,28 +14,13 @@ from analysis.verdicts import (
     verdicts,
 )
 from studies.spec import Contrast, load_spec
-from tests.analysis.conftest import face_record
+from tests.analysis.conftest import aug_records
 
 TV_HFLIP = {"model.atom": "tvconv", "data.augment": "hflip"}
 DW_HFLIP = {"model.atom": "dw", "data.augment": "hflip"}
 TV_ROT = {"model.atom": "tvconv", "data.augment": "rot30"}
 DW_ROT = {"model.atom": "dw", "data.augment": "rot30"}
 GAP = Contrast("TVConv - dw (flip)", (TV_HFLIP,), (DW_HFLIP,), "positive")
-
-
-def records(values: dict) -> list[dict]:
-    """values: {(atom, augment): [accuracy per seed]} -> face records of study aug."""
-    return [
-        face_record(
-            "aug",
-            f"atom={atom} augment={augment}",
-            seed,
-            accuracy,
-            **{"model.atom": atom, "data.augment": augment},
-        )
-        for (atom, augment), per_seed in values.items()
-        for seed, accuracy in enumerate(per_seed)
-    ]
 
 
 def test_decide_covers_the_three_outcomes_for_each_claim():
@@ -80,7 +65,7 @@ def test_seeds_needed_against_hand_values():
 )
 def test_verdicts_on_synthetic_records(tvconv, verdict):
     dw = [60.0, 60.5, 61.0, 59.5, 60.0]
-    runs = load_records(records({("dw", "hflip"): dw, ("tvconv", "hflip"): tvconv}))
+    runs = load_records(aug_records({("dw", "hflip"): dw, ("tvconv", "hflip"): tvconv}))
     found = verdicts(runs, [GAP], "mean_acc_pct").set_index("name")
     row = found.loc[GAP.name]
     diffs = [t - d for t, d in zip(tvconv, dw, strict=True)]
@@ -101,7 +86,7 @@ def test_a_difference_of_differences_is_paired_by_seed_and_holm_adjusted():
         ("dw", "rot30"): [55.0, 57.0, 56.0],
         ("tvconv", "rot30"): [55.5, 57.0, 56.0],
     }
-    runs = load_records(records(values))
+    runs = load_records(aug_records(values))
     shrink = Contrast("gap(flip) - gap(rot30)", (TV_HFLIP, DW_ROT), (DW_HFLIP, TV_ROT), "positive")
     terms = resolve(runs, shrink)
     assert sorted(terms) == sorted(
@@ -126,7 +111,7 @@ def test_a_difference_of_differences_is_paired_by_seed_and_holm_adjusted():
 
 
 def test_contrasts_whose_cells_were_not_run_are_skipped_and_ambiguous_ones_refused():
-    runs = load_records(records({("dw", "hflip"): [60.0, 61.0], ("tvconv", "hflip"): [62, 63]}))
+    runs = load_records(aug_records({("dw", "hflip"): [60.0, 61.0], ("tvconv", "hflip"): [62, 63]}))
     missing = Contrast("rotation", (TV_ROT,), (DW_ROT,), "positive")
     assert resolve(runs, missing) is None
     assert list(verdicts(runs, [missing, GAP], "mean_acc_pct")["name"]) == [GAP.name]
