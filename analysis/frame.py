@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 import tvconv
+from studies.config import result_fields
+from studies.spec import as_text
 from studies.store import Store
 from tvconv.affinity import list_initialisers
 from tvconv.data.augment import LEVELS
@@ -119,6 +121,51 @@ def baseline_key(config: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def config_key(record: dict) -> str:
+    """Identifies a record's configuration: a hash of its result-affecting config without the
+    seed (the runs of one cell share it, whatever their labels say)."""
+    task = record.get("task") or (record.get("config") or {}).get("task")
+    fields = result_fields(task, task_config(record))
+    fields.pop("seed", None)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+LABEL_PART = re.compile(r"(?:^| )(\w+)=(.*?)(?= \w+=|$)")
+
+
+def _comparable(value: object) -> str:
+    """A label or config value as text that compares equal across int / float / bool spellings."""
+    parts = as_text(value).split(",") if not isinstance(value, str) else value.split(",")
+    normal = []
+    for part in parts:
+        text = part.strip().lower()
+        try:
+            number = float(text)
+        except ValueError:
+            normal.append(text)
+            continue
+        normal.append(as_text(number) if text not in ("nan", "inf", "-inf") else text)
+    return ",".join(normal)
+
+
+def label_disagreement(record: dict) -> str | None:
+    """How a record's cell label contradicts its config (``atom=dw`` on a TVConv run), or None.
+    Each ``key=value`` of the label must be the value of a config field of that name."""
+    label = str(record.get("cell") or "")
+    if label in ("", "base"):
+        return None
+    flat = _flatten(task_config(record))
+    for key, value in LABEL_PART.findall(label):
+        fields = {name: v for name, v in flat.items() if name.split(".")[-1] == key}
+        if not fields:
+            return f"its label {label!r} names {key}, which its config does not have"
+        if not any(_comparable(v) == _comparable(value) for v in fields.values()):
+            actual = ", ".join(f"{name}={as_text(v)}" for name, v in fields.items())
+            return f"its label {label!r} says {key}={value} but its config has {actual}"
+    return None
+
+
 def _last_line(error: object) -> str:
     lines = [line for line in str(error or "").strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
@@ -142,6 +189,7 @@ def record_row(record: dict) -> dict:
         else f"results_version {record.get('results_version')} != {tvconv.RESULTS_VERSION}",
         "results_version": record.get("results_version"),
         "baseline_key": baseline_key(config),
+        "config_key": config_key(record),
     }
     prefix = "profile." if record.get("task") == "profile" else ""  # its fields are flat
     row.update(_flatten({k: v for k, v in config.items() if k != "seed"}, prefix))
@@ -215,15 +263,54 @@ def cell_order(runs: pd.DataFrame) -> list[str]:
 
 
 def load_records(records: list[dict]) -> pd.DataFrame:
-    """Records (dicts as the store holds them) -> the tidy runs frame."""
+    """Records (dicts as the store holds them) -> the tidy runs frame, one cell per
+    configuration (``distinct_cells``)."""
     if not records:
         return pd.DataFrame(columns=["run_id", "study", "preset", "cell", "seed", "status"])
-    return sort_runs(pd.DataFrame([record_row(record) for record in records]))
+    return sort_runs(distinct_cells(pd.DataFrame([record_row(record) for record in records])))
+
+
+def distinct_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows grouped by configuration, not by label: when runs of different configurations share
+    a label (e.g. one sweep run with ``optim.epochs=2`` and one without), each group's label
+    gets the settings that tell them apart (``atom=dw [epochs=2]``), so no row averages two
+    configurations."""
+    runs = runs.copy()
+    ignored = {"run_id", "seed", "config_key", "baseline_key", "cell", "status", "error"}
+    columns = [c for c in runs.columns if "." in c and c not in ignored]
+    for label, group in runs.groupby("cell", sort=False):
+        if group["config_key"].nunique() < 2:
+            continue
+        keys = group.drop_duplicates("config_key")
+        differing = [c for c in columns if keys[c].astype(str).nunique() > 1]
+        for key in keys["config_key"]:
+            row = keys[keys["config_key"] == key].iloc[0]
+            detail = " ".join(f"{c.split('.')[-1]}={_short(row[c])}" for c in differing)
+            chosen = (runs["cell"] == label) & (runs["config_key"] == key)
+            runs.loc[chosen, "cell"] = f"{label} [{detail}]" if label != "base" else detail
+    return runs
+
+
+def _short(value: object) -> str:
+    return "-" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
 def load_study(study: str, preset: str = "quick", root: str | Path = "results") -> StudyFrame:
-    """Every record of ``results/<study>/<preset>/runs`` as a StudyFrame."""
-    records, unreadable = Store(Path(root), study, preset).records()
+    """Every record of ``results/<study>/<preset>/runs`` as a StudyFrame. A store holding a
+    record whose cell label contradicts its config is refused (ValueError naming the files)."""
+    store = Store(Path(root), study, preset)
+    records, unreadable = store.records()
+    contradicted = [
+        f"{store.record_path(record['run_id'])}: {why}"
+        for record in records
+        if (why := label_disagreement(record)) is not None
+    ]
+    if contradicted:
+        raise ValueError(
+            f"{study}/{preset}: {len(contradicted)} record(s) whose cell label contradicts "
+            "their config (made by an override of a grid key?); remove them and re-run the "
+            "cells with --cells:\n  " + "\n  ".join(contradicted)
+        )
     by_id = {record["run_id"]: record for record in records}
     return StudyFrame(load_records(records), unreadable, study, preset, by_id)
 

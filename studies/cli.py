@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seeds to run instead of the preset's: a count (10 = 0-9), a range (0-9), a list "
         "(0,3,7) or a mix (0-4,10)",
     )
+    run.add_argument(
+        "--cells",
+        action="append",
+        metavar="PATTERN",
+        help="run only the cells whose label matches this shell-style pattern (repeatable), e.g. "
+        "--cells 'atom=tvconv*'; the labels are listed by --dry-run",
+    )
     run.add_argument("--launcher", default="local", choices=("local", "slurm"))
     run.add_argument("--dry-run", action="store_true", help="list the runs and their status")
     run.add_argument("--force", action="store_true", help="re-run completed runs too")
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides=_overrides(args.overrides),
             slurm=slurm,
             seeds=seeds,
+            cells=args.cells,
         )
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)

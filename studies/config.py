@@ -91,20 +91,7 @@ class RunConfig:
 
     def result_affecting(self) -> dict:
         """The fields that define the run's result (what ``run_id`` hashes)."""
-        if self.task == "profile":
-            return {"task": "profile", "profile": to_dict(self.profile)}
-        fields = to_dict(self.section)
-        for key in RUNTIME_KEYS:
-            fields.pop(key)
-        fields["eval"].pop("batch_size")
-        if self.task == "face":
-            fields["data"].pop("workers")
-        if self.section.model.atom != "tvconv":
-            for key in TVCONV_KEYS:
-                fields["model"].pop(key)
-            if self.task == "face":
-                fields["optim"].pop("affinity_weight_decay")
-        return {"task": self.task, self.task: fields}
+        return {"task": self.task, self.task: result_fields(self.task, to_dict(self.section))}
 
     @property
     def run_id(self) -> str:
@@ -118,6 +105,25 @@ class RunConfig:
     def to_dict(self) -> dict:
         """The active task's full config (for the record)."""
         return {"task": self.task, self.task: to_dict(self.section)}
+
+
+def result_fields(task: str, fields: dict) -> dict:
+    """A task config as JSON (``to_dict`` of its section, or a record's) without the fields that
+    do not affect the result: runtime settings, and TVConv options of a model without TVConv."""
+    fields = json.loads(json.dumps(fields))
+    if task == "profile":
+        return fields
+    for key in RUNTIME_KEYS:
+        fields.pop(key, None)
+    fields.get("eval", {}).pop("batch_size", None)
+    if task == "face":
+        fields.get("data", {}).pop("workers", None)
+    if fields.get("model", {}).get("atom") != "tvconv":
+        for key in TVCONV_KEYS:
+            fields.get("model", {}).pop(key, None)
+        if task == "face":
+            fields.get("optim", {}).pop("affinity_weight_decay", None)
+    return fields
 
 
 def base_config(task: str, preset: str) -> RunConfig:

@@ -13,6 +13,7 @@ seeds per cell). Exit codes: 0 all runs complete, 1 some failed (the others fini
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import shutil
@@ -22,18 +23,26 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import replace
+import warnings
+from dataclasses import is_dataclass, replace
 from pathlib import Path
 
 import torch
 
 import tvconv
 from studies.config import RunConfig, with_threads
-from studies.spec import Run, Spec, SpecError
+from studies.spec import Run, Spec, SpecError, select_cells
 from studies.store import SCHEMA_VERSION, Store
 from studies.tracking import Tracker
 from tvconv import models, profile, segment
-from tvconv.train import check_data_paths, fit, save_checkpoint
+from tvconv.train import (
+    check_batch_size,
+    check_data,
+    check_model,
+    fit,
+    save_checkpoint,
+    to_dict,
+)
 
 SUMMARY_METRICS = {
     "face": ("mean_acc_pct", "mean_auc_pct"),
@@ -268,16 +277,53 @@ def reuse_records(todo: list[Run], store: Store) -> list[Run]:
     return remaining
 
 
-def check_runs(runs: list[Run]) -> None:
-    """Checks that need the file system (real-data paths), before any run starts."""
-    for run in runs:
+def check_runs(runs: list[Run], out=None) -> None:
+    """Every run's config checked as far as it can be without training, before any run starts
+    (also by ``--dry-run``): the data opened and its layout checked (nothing decoded), the batch
+    size against the training set, the model built and probed at its input size. Checks shared by
+    several runs (the same data, the same model) run once. Raises SpecError naming the run."""
+    checked: dict[str, object] = {}
+
+    def once(kind: str, settings: object, check) -> object:
+        key = kind + json.dumps(to_dict(settings) if is_dataclass(settings) else settings)
+        if key not in checked:
+            checked[key] = check()
+        return checked[key]
+
+    started = time.perf_counter()
+    for number, run in enumerate(runs, start=1):
+        config = run.config
         try:
-            if run.config.task == "face":
-                check_data_paths(run.config.face.data)
-            elif run.config.task == "fundus":
-                segment.check_paths(run.config.fundus)
+            if config.task == "face":
+                face = config.face
+                images = once("data", face.data, lambda face=face: check_data(face.data))
+                check_batch_size(face.optim.batch_size, images)
+                shape = {k: v for k, v in to_dict(face.model).items() if k != "init"}
+                probed = {"model": shape, "size": face.data.image_size}
+                once("model", probed, lambda face=face: check_model(face))
+            elif config.task == "fundus":
+                segment.check_paths(config.fundus)
+                fundus = config.fundus
+                probed = {"model": to_dict(fundus.model), "size": fundus.data.image_size}
+                once("model", probed, lambda fundus=fundus: segment.check_model(fundus))
+            else:
+                once("model", to_dict(config.profile), lambda c=config.profile: check_profile(c))
         except ValueError as error:
             raise SpecError(f"run {run.cell} seed={run.seed}: {error}") from None
+        if out is not None and time.perf_counter() - started > 5 and number % 10 == 0:
+            print(f"checked {number}/{len(runs)} runs", file=out, flush=True)
+
+
+def check_profile(settings) -> None:
+    """A profiling run's model built at its input size (layer runs need no model)."""
+    if settings.layer_channels:
+        return
+    options = {}
+    if settings.atom == "tvconv":
+        options = {"inter_channels": settings.inter_channels, "inter_layers": settings.inter_layers}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models.create(settings.model, atom=settings.atom, input_size=settings.input_size, **options)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -357,16 +403,28 @@ def run_study(
     slurm: dict | None = None,
     out=sys.stdout,
     seeds: list[int] | None = None,
+    cells: list[str] | None = None,
 ) -> int:
     """Run (or show, with ``dry_run``) a study's preset; returns the exit code (0 or 1).
-    ``seeds`` replaces the preset's seeds."""
+    ``seeds`` replaces the preset's seeds; ``cells`` (shell-style patterns of cell labels) keeps
+    the matching cells only."""
     from studies.launch import launch_local, launch_slurm
 
     overrides = dict(overrides or {})
     spec = spec.for_task(str(overrides.pop("task", spec.task)))
     runs = spec.runs(preset, overrides, seeds)
-    check_runs(runs)
+    if cells:
+        runs = select_cells(runs, cells)
+    check_runs(runs, out)
     store = Store(root, spec.name, preset)
+    for run in runs:
+        why = store.damaged(run.run_id)
+        if why is not None:
+            print(
+                f"warning: {store.record_path(run.run_id)} is damaged ({why}); run {run.cell} "
+                f"seed={run.seed} counts as missing and runs again",
+                file=out,
+            )
     todo = plan(runs, store, force, retry_failed)
     title = spec.description.split(":")[0].replace("\n", " ")
     print(

@@ -50,8 +50,10 @@ not judged there.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,7 @@ from studies.config import TASKS, RunConfig, assign, base_config
 
 SPEC_DIR = Path(__file__).parent
 PRESETS = ("smoke", "quick", "paper")
+ABLATIONS = ("aug", "init", "weightgen", "depth", "seg")  # make ablation-<study>
 
 
 class SpecError(ValueError):
@@ -199,7 +202,15 @@ class Spec:
         task = str(overrides.pop("task", self.task))
         if task != self.task:
             return self.for_task(task).runs(preset, overrides, seeds)
+        self._check_overrides(preset, overrides)
         settings = self._preset(preset)
+        _check_variables(
+            [self.base, settings.get("overrides") or {}, *self.cells(preset)],
+            f"{self.path}: study {self.name}, preset {preset}",
+            f"make {'ablation-' if self.name.split('-')[0] in ABLATIONS else ''}"
+            f"{self.name.split('-')[0]} "
+            f"PRESET={preset}" + (f" OVERRIDES=task={self.task}" if "-" in self.name else ""),
+        )
         try:
             base = base_config(self.task, settings.get("base", "paper"))
         except ValueError as error:
@@ -223,6 +234,45 @@ class Spec:
         self._check_contrast_cells(runs)
         return runs
 
+    def axes(self, preset: str) -> dict[str, list]:
+        """The keys the preset's grid varies (task-prefixed: ``face.model.atom``) and the
+        values each takes, in grid order."""
+        axes: dict[str, list] = {}
+        for cell in self.cells(preset):
+            for key, value in cell.items():
+                values = axes.setdefault(full_key(str(key), self.task), [])
+                if value not in values:
+                    values.append(value)
+        return axes
+
+    def _check_overrides(self, preset: str, overrides: dict) -> None:
+        """Refuse command-line overrides that would make a record's label lie: a key the grid
+        varies (every cell would be run with one value, still labelled with its own) and the
+        seed (every seed's run would be one run)."""
+        axes = self.axes(preset)
+        labels = [_label(cell) for cell in self.cells(preset)]
+        for key, value in overrides.items():
+            key = str(key)
+            try:  # an invalid key or value is reported as such first
+                assign(RunConfig(task=self.task), key, _expand(value, "command line", key))
+            except ValueError as error:
+                raise SpecError(f"command line: {error}") from None
+            if full_key(key, self.task) == f"{self.task}.seed":
+                raise SpecError(
+                    f"command line: {key}={value}: the seeds are chosen with --seeds (e.g. "
+                    f"--seeds {value}-{value} for that seed alone), not an override: an override "
+                    "would give every seed's run that one seed"
+                )
+            axis = axes.get(full_key(key, self.task))
+            if axis is not None:
+                raise SpecError(
+                    f"command line: {key}={value} sets a key the {self.name} grid varies "
+                    f"({key}: {', '.join(_short(v) for v in axis)}), so every cell would run "
+                    "with one value under its own label; to run some cells only, pass --cells "
+                    f"with a pattern of their labels (e.g. --cells '{labels[-1].split()[0]}*'); "
+                    f"the cells of {preset}: {'; '.join(labels)}"
+                )
+
     def _check_contrast_cells(self, runs: list[Run]) -> None:
         """Every contrast selector picks at most one cell of the preset (none: not run here)."""
         cells = {}
@@ -238,18 +288,65 @@ class Spec:
                     )
 
 
+def full_key(key: str, task: str) -> str:
+    """A config key with its task prefix (``model.atom`` -> ``face.model.atom``)."""
+    head = key.split(".", 1)[0]
+    return key if head in ("task", *TASKS) else f"{task}.{key}"
+
+
+def select_cells(runs: list[Run], patterns: list[str], where: str = "--cells") -> list[Run]:
+    """The runs whose cell label matches any of the shell-style ``patterns`` (``atom=tvconv*``);
+    a pattern that matches no cell is an error listing the cells."""
+    labels = list(dict.fromkeys(run.cell for run in runs))
+    for pattern in patterns:
+        if not fnmatch.filter(labels, pattern):
+            raise SpecError(
+                f"{where} {pattern!r} matches no cell; the cells: {'; '.join(labels)} "
+                "(shell-style patterns: * any text, ? one character)"
+            )
+    return [run for run in runs if any(fnmatch.fnmatchcase(run.cell, p) for p in patterns)]
+
+
+VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def variables_needed(mappings: list[dict]) -> dict[str, list[str]]:
+    """The environment variables the string values of ``mappings`` refer to (``$DATA_ROOT``),
+    each with the values that use it."""
+    needed: dict[str, list[str]] = {}
+    for mapping in mappings:
+        for value in mapping.values() if isinstance(mapping, dict) else ():
+            for text in value if isinstance(value, list) else [value]:
+                for match in VARIABLE.finditer(text if isinstance(text, str) else ""):
+                    needed.setdefault(match[1] or match[2], []).append(text)
+    return needed
+
+
+def _check_variables(mappings: list[dict], where: str, command: str = "") -> None:
+    """Every variable the values use is set and not empty (``DATA_ROOT=`` would turn
+    ``$DATA_ROOT/casia`` into ``/casia``); the error says what the folder must hold."""
+    for name, values in variables_needed(mappings).items():
+        if os.environ.get(name, "").strip():
+            continue
+        state = " (it is empty)" if name in os.environ else ""
+        listed = ", ".join(dict.fromkeys(values))
+        raise SpecError(
+            f"{where}: needs an environment variable that is not set: {name}{state}; it must "
+            f"name the folder the data is read from: {listed}"
+            + (f" (e.g. {command} {name}=/path/to/data; README, Data)" if command else "")
+        )
+
+
 def _expand(value: object, where: str, key: str) -> object:
     """Environment variables in string values (``$DATA_ROOT/casia``); unset ones are an error."""
     if isinstance(value, list):
         return [_expand(v, where, key) for v in value]
     if not isinstance(value, str) or "$" not in value:
         return value
+    _check_variables([{key: value}], where)
     expanded = os.path.expandvars(value)
     if "$" in expanded:
-        raise SpecError(
-            f"{where}: {key}={value!r} needs an environment variable that is not set "
-            "(e.g. DATA_ROOT=/path/to/data for the paper preset)"
-        )
+        raise SpecError(f"{where}: {key}={value!r}: cannot expand the environment variables")
     return expanded
 
 

@@ -9,9 +9,11 @@ Layout under the results root (default ``results/``)::
 A record is written to a temp file in the same folder, fsynced and renamed, so a killed process
 never leaves half a record. A run's lock is an exclusive ``flock`` on its lock file (which also
 names the holder, host and pid, for people): the kernel releases it when its process dies (on
-NFS, when the lease ends), so a killed runner never leaves a run locked. The reader returns every
-readable record and reports unreadable files instead of failing on them. The record schema is
-documented in results/README.md (``SCHEMA_VERSION``).
+NFS, when the lease ends), so a killed runner never leaves a run locked. A record file that is
+not a complete, well-formed record (unreadable, truncated, not a JSON object, a required field
+missing or of the wrong type: ``damage``) counts as missing, so the runner re-runs it, and
+``records`` reports it with the reason instead of failing on it. The record schema is documented
+in results/README.md (``SCHEMA_VERSION``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,43 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 DEFAULT_ROOT = Path("results")
 STATUSES = ("complete", "failed")
+# Fields a record must hold, and the JSON types of those it holds (``record_base`` writes them
+# all; the analysis reads every other field with a default).
+REQUIRED_FIELDS = ("run_id", "status")
+FIELD_TYPES = {
+    "run_id": str,
+    "status": str,
+    "study": str,
+    "preset": str,
+    "cell": str,
+    "seed": int,
+    "task": str,
+    "config": dict,
+}
+
+
+def damage(record: object, run_id: str | None = None) -> str | None:
+    """Why ``record`` (parsed JSON) is not a usable run record, or None when it is one: not an
+    object, a required field missing or null, a field of the wrong type (null included), an
+    unknown status, a complete record without its metrics object. With ``run_id`` (its file's
+    name), the record must carry that run_id."""
+    if not isinstance(record, dict):
+        return f"holds a JSON {type(record).__name__}, not a record object"
+    for key in REQUIRED_FIELDS:
+        if record.get(key) is None:
+            return f"required field {key!r} is missing or null"
+    for key, kind in FIELD_TYPES.items():
+        value = record.get(key, kind())
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            found = "null" if value is None else type(value).__name__
+            return f"field {key!r} is {found}, expected {kind.__name__}"
+    if record["status"] not in STATUSES:
+        return f"status {record['status']!r} is not one of {', '.join(STATUSES)}"
+    if record["status"] == "complete" and not isinstance(record.get("metrics"), dict):
+        return "a complete record whose 'metrics' is missing or not an object"
+    if run_id is not None and record["run_id"] != run_id:
+        return f"holds run_id {record['run_id']!r}, not its file's {run_id!r}"
+    return None
 
 
 # Lock files this process holds, by path -> open file descriptor (the flock lives on it).
@@ -52,11 +91,28 @@ class Store:
         return self.runs_dir / f"{run_id}.json"
 
     def read(self, run_id: str) -> dict | None:
-        """The run's record, or None when it is missing or unreadable."""
-        try:
-            return json.loads(self.record_path(run_id).read_text())
-        except (OSError, ValueError):
+        """The run's record, or None when it is missing or damaged (see ``damage``)."""
+        record, _why = self._load(self.record_path(run_id))
+        return record
+
+    def damaged(self, run_id: str) -> str | None:
+        """Why the run's record file is damaged, or None (no file, or a usable record)."""
+        path = self.record_path(run_id)
+        if not path.exists():
             return None
+        return self._load(path)[1]
+
+    @staticmethod
+    def _load(path: Path) -> tuple[dict | None, str | None]:
+        """(the record, None) or (None, why it cannot be used; None when the file is absent)."""
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError) as error:  # unreadable, truncated, not JSON
+            return None, f"not readable as JSON ({error})"
+        why = damage(record, path.stem)
+        return (None, why) if why else (record, None)
 
     def status(self, run_id: str) -> str:
         """done | failed | missing."""
@@ -84,14 +140,11 @@ class Store:
         """(every readable record, [(unreadable file, why)]), sorted by run_id."""
         good, bad = [], []
         for path in sorted(self.runs_dir.glob("*.json")):
-            try:
-                record = json.loads(path.read_text())
-                if not isinstance(record, dict) or "run_id" not in record:
-                    raise ValueError("not a run record")
-            except (OSError, ValueError) as error:
-                bad.append((path, str(error)))
-                continue
-            good.append(record)
+            record, why = self._load(path)
+            if record is None:
+                bad.append((path, why or "vanished while read"))
+            else:
+                good.append(record)
         return good, bad
 
     def find_elsewhere(self, run_id: str) -> dict | None:
@@ -100,12 +153,9 @@ class Store:
         for path in sorted(Path(self.root).glob(f"*/{self.preset}/runs/{run_id}.json")):
             if path.parent == self.runs_dir:
                 continue
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict) and record.get("status") == "complete":
-                return record
+            record, _why = self._load(path)
+            if record is not None and record["status"] == "complete":  # where it lives
+                return {**record, "study": path.parents[2].name, "preset": path.parents[1].name}
         return None
 
     # ---------------------------------------------------------------- locks and events

@@ -4,7 +4,13 @@ Importable on its own (torch + numpy); ``studies`` and ``analysis`` build on it.
 """
 
 from tvconv import affinity
-from tvconv.convert import DepthwiseSite, deploy, find_depthwise_sites, replace_depthwise
+from tvconv.convert import (
+    BiasedTVConv,
+    DepthwiseSite,
+    deploy,
+    find_depthwise_sites,
+    replace_depthwise,
+)
 from tvconv.ops import TVConv, TVConvDeploy, translation_variant_conv
 
 # Bump when a change alters results (data, model, training, evaluation): it is part of every
@@ -18,6 +24,7 @@ from tvconv import models  # noqa: E402  (models import convert, which needs ops
 
 __all__ = [
     "RESULTS_VERSION",
+    "BiasedTVConv",
     "DepthwiseSite",
     "TVConv",
     "TVConvDeploy",

@@ -2,10 +2,11 @@
 
 - ``cpp`` (CPU, float32/float64): ``csrc/translation_variant.cpp``, built on first use with
   ``torch.utils.cpp_extension`` (about 50 s on 2 cores; cached under ``TORCH_EXTENSIONS_DIR``, one
-  build per source version, CPU and torch version). Channels-last activations and weights packed
-  as (H, k, k, W, C), so every tap is one long contiguous multiply-add; 3x3 taps fused into one
-  pass per output row; padding never materialised; NCHW inputs read in place (rows transposed
-  into cache as needed); forward, input and weight gradients.
+  folder per source version, CPU, torch and Python version, shared by every checkout; a build
+  lock that its holder's death releases, ``build_lock``). Channels-last activations and weights
+  packed as (H, k, k, W, C), so every tap is one long contiguous multiply-add; 3x3 taps fused
+  into one pass per output row; padding never materialised; NCHW inputs read in place (rows
+  transposed into cache as needed); forward, input and weight gradients.
 - ``eager``: shift-and-accumulate over the k*k taps in PyTorch ops (``tvconv.ops``); any device
   and dtype. The CUDA path (no per-pixel-kernel op in cuDNN).
 
@@ -32,9 +33,13 @@ cannot build) or ``eager``. A failed build warns once and falls back to ``eager`
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import platform
+import shutil
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 from functools import cache
@@ -85,26 +90,95 @@ def _cpu_signature() -> str:
 
 
 def extension_name() -> str:
+    """The module's name: one per source version, compiler flags, CPU, torch and Python."""
     digest = hashlib.sha256(
         SOURCE.read_bytes()
         + " ".join(CFLAGS).encode()
         + _cpu_signature().encode()
         + torch.__version__.encode()
+        + sys.version.encode()
     ).hexdigest()[:12]
     return f"tvconv_cpu_{digest}"
 
 
+def build_directory(name: str) -> Path:
+    """Where ``name`` is built: ``$TORCH_EXTENSIONS_DIR/<name>`` (default
+    ``~/.cache/torch_extensions/<name>``), its own folder per source version."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / name
+
+
+BUILD_WAIT_S = 900.0  # a build takes about 50 s on 2 cores; waiting longer means a hung builder
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path, wait_s: float = BUILD_WAIT_S, poll_s: float = 0.5) -> Iterator[None]:
+    """Hold ``<folder>.lock`` (an exclusive ``flock``: the kernel drops it when its holder dies, so
+    it is never stale) while the extension in ``folder`` is built or loaded. Holding it, any lock
+    file torch's own builder left in the folder belongs to a dead process and is removed: a kill
+    during a build never hangs later runs. Waits at most ``wait_s`` (saying once whom it waits
+    for), then raises RuntimeError naming the lock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder.with_name(folder.name + ".lock")
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        announced = False
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"waited {wait_s:.0f} s for the TVConv kernel build lock {path} (held "
+                        f"by {_holder(path)}); stop that process, or use TVCONV_KERNEL=eager"
+                    ) from None
+                if not announced:
+                    print(
+                        f"TVConv kernel: waiting for {_holder(path)} to finish building {folder}",
+                        file=sys.stderr,
+                    )
+                    announced = True
+                time.sleep(poll_s)
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"pid {os.getpid()} on {platform.node()}".encode(), 0)
+        (folder / "lock").unlink(missing_ok=True)  # torch's baton, left by a dead process
+        yield
+    finally:
+        os.close(descriptor)  # releases the flock
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
 @cache
 def _build() -> ModuleType:
+    """Build (or load the built) extension in its own folder, from a copy of the source kept
+    there: every checkout of the same source then shares one build, never rebuilding another's
+    (torch's build file names the source path)."""
     from torch.utils.cpp_extension import load
 
-    return load(
-        name=extension_name(),
-        sources=[str(SOURCE)],
-        extra_cflags=list(CFLAGS),
-        extra_ldflags=["-fopenmp"],
-        verbose=False,
-    )
+    name = extension_name()
+    folder = build_directory(name)
+    with build_lock(folder):
+        source = folder / SOURCE.name
+        if not source.is_file() or source.read_bytes() != SOURCE.read_bytes():
+            temporary = folder / f".{SOURCE.name}.{os.getpid()}.tmp"
+            shutil.copyfile(SOURCE, temporary)
+            os.replace(temporary, source)
+        return load(
+            name=name,
+            sources=[str(source)],
+            extra_cflags=list(CFLAGS),
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(folder),
+            verbose=False,
+        )
 
 
 @cache

@@ -312,6 +312,16 @@ def _products_handle(_inputs: list, outputs: list) -> int:
     return math.prod(shape) if shape else 0
 
 
+def _convolution_mode_handle(inputs: list, outputs: list) -> int:
+    """fvcore handle for ``aten::_convolution_mode`` (a conv with ``padding="same"`` or
+    ``"valid"``), which fvcore leaves uncounted: its MACs as fvcore counts any conv."""
+    jit_handles = _fvcore().jit_handles
+    x_shape, w_shape, out_shape = (
+        jit_handles.get_shape(v) for v in (inputs[0], inputs[1], outputs[0])
+    )
+    return jit_handles.conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
 def _zero_handle(_inputs: list, _outputs: list) -> int:
     """fvcore handle for element ops our convention leaves out (fvcore's ``None`` handle does not
     override a default handle)."""
@@ -333,6 +343,7 @@ def count_macs_fvcore(model: nn.Module, input_size: int | tuple[int, ...] | None
         analysis.tracer_warnings("none")
         analysis.set_op_handle(**dict.fromkeys(FVCORE_ELEMENT_OPS, _zero_handle))
         analysis.set_op_handle(**{f"aten::{op}": _products_handle for op in TAP_OPS})
+        analysis.set_op_handle("aten::_convolution_mode", _convolution_mode_handle)
         total = analysis.total()
         by_module = analysis.by_module()
         by_module_and_operator = analysis.by_module_and_operator()
@@ -482,30 +493,43 @@ def count_macs_stock(model: nn.Module, input_size: int | tuple[int, ...] | None 
 def cross_check_macs(model: nn.Module, input_size: int | tuple[int, ...] | None = None) -> dict:
     """The analytic count and the three tools' counts side by side, like for like.
 
-    Returns ``analytic``, ``fvcore``, ``ptflops``, ``flop_counter`` (each the counter's dict) and
+    Returns ``analytic``, ``fvcore``, ``ptflops``, ``flop_counter`` (each the counter's dict),
     ``agree``: every tool's ``macs`` and ``generator_macs`` equal the analytic ones, fvcore's per
-    layer too, and ptflops' ``raw_macs`` equals analytic MACs + bias adds.
+    layer too, and ptflops' ``raw_macs`` equals analytic MACs + bias adds; and ``disagreements``:
+    one line per layer whose fvcore count differs from the analytic one, and per tool whose
+    totals differ (empty when they agree; a warning lists them).
     """
     analytic = count_macs(model, input_size)
     fvcore = count_macs_fvcore(model, input_size)
     ptflops = count_macs_ptflops(model, input_size)
     flop_counter = count_macs_flop_counter(model, input_size)
     per_layer = {row["name"]: row["macs"] for row in analytic["layers"]}
-    agree = (
-        all(
-            counts["macs"] == analytic["macs"]
-            and counts["generator_macs"] == analytic["generator_macs"]
-            for counts in (fvcore, ptflops, flop_counter)
+    disagreements = [
+        f"layer {name or '<model>'} ({row['type']}): analytic {per_layer[name]:,} MACs, fvcore "
+        f"{fvcore['layers'].get(name, 0):,}"
+        for row in analytic["layers"]
+        if fvcore["layers"].get((name := row["name"]), 0) != per_layer[name]
+    ]
+    for tool, counts in (("fvcore", fvcore), ("ptflops", ptflops), ("flop_counter", flop_counter)):
+        for key in ("macs", "generator_macs"):
+            if counts[key] != analytic[key]:
+                disagreements.append(
+                    f"{tool} total {key}: {counts[key]:,}, analytic {analytic[key]:,}"
+                )
+    if ptflops["raw_macs"] != analytic["macs"] + analytic["bias_adds"]:
+        disagreements.append(
+            f"ptflops raw_macs: {ptflops['raw_macs']:,}, analytic MACs + bias adds "
+            f"{analytic['macs'] + analytic['bias_adds']:,}"
         )
-        and fvcore["layers"] == per_layer
-        and ptflops["raw_macs"] == analytic["macs"] + analytic["bias_adds"]
-    )
+    if disagreements:
+        warnings.warn("MAC counters disagree: " + "; ".join(disagreements), stacklevel=2)
     return {
         "analytic": analytic,
         "fvcore": fvcore,
         "ptflops": ptflops,
         "flop_counter": flop_counter,
-        "agree": agree,
+        "agree": not disagreements,
+        "disagreements": disagreements,
     }
 
 
@@ -994,7 +1018,9 @@ def _print_macs(checked: dict, per_layer: bool) -> None:
             "lrrl",
         )
     )
-    print("all counters agree" if checked["agree"] else "COUNTERS DISAGREE")
+    print("all counters agree" if checked["agree"] else "COUNTERS DISAGREE:")
+    for line in checked["disagreements"]:
+        print(f"  {line}")
     if per_layer:
         layers = [
             (

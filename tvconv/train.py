@@ -39,6 +39,7 @@ import tempfile
 import time
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,11 +51,18 @@ from torch import nn
 from tqdm import tqdm
 
 import tvconv
-from tvconv import affinity, models
-from tvconv.convert import deploy
+from tvconv import affinity, kernels, models
+from tvconv.convert import check_select, deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, to_model_input
-from tvconv.data.faces import load_bin, load_image_folder, load_pair_list
+from tvconv.data.faces import (
+    load_bin,
+    load_image_folder,
+    load_pair_list,
+    read_bin,
+    read_pair_list,
+    scan_image_folder,
+)
 from tvconv.data.synthetic import SyntheticFacesConfig, load_synthetic_faces, stream
 from tvconv.metrics import PROTOCOLS, roc_metrics, verification_accuracy
 from tvconv.ops import NORMS
@@ -163,6 +171,10 @@ class ModelConfig:
             _fail("model.name", self.name, "one of " + ", ".join(models.list_models(task="face")))
         if self.atom not in models.ATOMS:
             _fail("model.atom", self.atom, f"one of {', '.join(models.ATOMS)}")
+        try:
+            check_select(self.select)
+        except ValueError as error:
+            raise ValueError(f"model.{error}") from None
         if self.norm not in NORMS:
             _fail("model.norm", self.norm, f"one of {', '.join(NORMS)}")
         if self.init not in affinity.list_initialisers():
@@ -451,34 +463,52 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
 # ------------------------------------------------------------------------------------ data
 
 
-def _parse_benchmark(spec: str, image_size: int) -> VerificationBenchmark:
+def _benchmark_parts(spec: str) -> tuple[str, ...]:
+    """A benchmark entry as (file.bin,) or (pairs.txt, image_root)."""
     if spec.endswith(".bin"):
-        return load_bin(spec, image_size)
+        return (spec,)
     pairs, sep, root = spec.partition(":")
-    if not sep:
+    if not sep or not pairs or not root:
         raise ValueError(
-            f"benchmark {spec!r}: expected a .bin file or a pair list as 'pairs.txt:image_root'"
+            f"data.benchmarks entry {spec!r}: expected a .bin file or a pair list as "
+            "'pairs.txt:image_root'"
         )
-    return load_pair_list(pairs, root, image_size)
+    return pairs, root
+
+
+def _parse_benchmark(spec: str, image_size: int) -> VerificationBenchmark:
+    parts = _benchmark_parts(spec)
+    return load_bin(parts[0], image_size) if len(parts) == 1 else load_pair_list(*parts, image_size)
 
 
 def load_data(
     config: DataConfig, seed: int = 0
 ) -> tuple[FaceTrainSet, list[VerificationBenchmark]]:
     """The training set and the benchmarks; synthetic data without a seed of its own is drawn
-    with ``seed`` (the run's)."""
+    with ``seed`` (the run's). Real data is checked first (``check_data``: nothing decoded) and
+    the benchmarks are decoded before the training tree, so a bad source fails in seconds."""
     if config.train_root is None:
+        check_data(config)
         synthetic = config.synthetic
         if synthetic.seed is None:
             synthetic = replace(synthetic, seed=seed)
         return load_synthetic_faces(synthetic)
-    check_data_paths(config)
-    train = load_image_folder(config.train_root, config.image_size)
-    return train, [_parse_benchmark(spec, config.image_size) for spec in config.benchmarks]
+    check_data(config)
+    benchmarks = [_parse_benchmark(spec, config.image_size) for spec in config.benchmarks]
+    return load_image_folder(config.train_root, config.image_size), benchmarks
 
 
 def check_data_paths(config: DataConfig) -> None:
-    """Fail fast (before any run starts) on real-data settings that cannot work."""
+    """Fail fast on real-data settings that cannot work: the paths only (see ``check_data`` for
+    the contents)."""
+    if config.benchmarks and config.train_root is None:
+        _fail(
+            "data.benchmarks",
+            ",".join(config.benchmarks),
+            "no benchmarks without data.train_root: the synthetic data brings its own "
+            "benchmarks, so real ones are read with real training data only (set "
+            "data.train_root too, or drop data.benchmarks)",
+        )
     if config.train_root is not None and not config.benchmarks:
         _fail("data.benchmarks", config.benchmarks, "benchmark files when data.train_root is set")
     if config.train_root is not None and not Path(config.train_root).is_dir():
@@ -487,13 +517,74 @@ def check_data_paths(config: DataConfig) -> None:
             "<root>/<identity>/<image>.jpg"
         )
     for spec in config.benchmarks:
-        paths = [spec] if spec.endswith(".bin") else spec.split(":", 1)
+        paths = _benchmark_parts(spec)
         missing = [p for p in paths if not Path(p).exists()]
-        if missing or len(paths) != (1 if spec.endswith(".bin") else 2):
+        if missing:
             raise ValueError(
                 f"data.benchmarks entry {spec!r}: expected an existing .bin file or "
-                f"'pairs.txt:image_root'" + (f"; missing {missing}" if missing else "")
+                f"'pairs.txt:image_root'; missing {missing}"
             )
+
+
+def check_data(config: DataConfig) -> int:
+    """Check the data of a run without decoding any image (a sweep's plan check): the paths,
+    the training tree's identity folders, every benchmark's structure (a safe unpickle of a
+    ``.bin``, every line of a pair list, whole folds of pairs). Returns the number of training
+    images; raises ValueError naming the key, the file and what was expected."""
+    check_data_paths(config)
+    if config.train_root is None:
+        return config.synthetic.train_identities * config.synthetic.images_per_identity
+    for spec in config.benchmarks:
+        parts = _benchmark_parts(spec)
+        try:
+            read_bin(parts[0]) if len(parts) == 1 else read_pair_list(*parts)
+        except ValueError as error:
+            raise ValueError(f"data.benchmarks entry {spec!r}: {error}") from None
+    try:
+        paths, _labels, _identities = scan_image_folder(config.train_root)
+    except ValueError as error:
+        raise ValueError(f"data.train_root={config.train_root!r}: {error}") from None
+    return len(paths)
+
+
+def check_model(config: TrainConfig) -> None:
+    """Build the backbone of ``config`` and probe it at its input size (sizes, sites,
+    ``select``; a TVConv model through the surgery's probe of its depthwise form), on the eager
+    kernel (no C++ build at plan time). Raises ValueError."""
+    model = config.model
+    size = config.data.image_size
+    try:
+        with kernels.forced("eager"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the skipped-conv warning comes again in the run
+            backbone = models.create(
+                model.name,
+                atom=model.atom,
+                input_size=size,
+                embedding_size=model.embedding_size,
+                dropout=model.dropout,
+                **model.tvconv_options(),
+            ).eval()
+            if model.atom != "tvconv":  # surgery has probed the depthwise form already
+                with torch.no_grad():
+                    backbone(torch.zeros(2, 3, size, size))
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"model.name={model.name!r} (atom={model.atom}, select={model.select}) at "
+            f"data.image_size={size}: {error}"
+        ) from None
+
+
+def check_batch_size(batch_size: int, images: int) -> None:
+    if batch_size > images:
+        _fail("optim.batch_size", batch_size, f"at most the {images} training images")
+
+
+def check_config(config: TrainConfig) -> None:
+    """Everything about a run that can be checked without training (what ``studies`` runs for
+    every run before the first starts): the data (``check_data``), the batch size against the
+    training set, and the model (``check_model``). Raises ValueError."""
+    check_batch_size(config.optim.batch_size, check_data(config.data))
+    check_model(config)
 
 
 def _batch_images(train: FaceTrainSet, indices: torch.Tensor, workers: int) -> Iterator:
@@ -932,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Train and evaluate one face-task run (torchrun-compatible).",
         presets=PRESETS,
         example="model.atom=dw optim.epochs=2 data.synthetic.nuisance=0.5",
-        check=lambda config: check_data_paths(config.data),
+        check=check_config,
         train=fit,
         summary_keys=lambda metrics: [k for k in metrics if k.startswith("mean_")],
     )

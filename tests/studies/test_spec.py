@@ -251,9 +251,12 @@ def test_unknown_study_and_preset():
         load_spec("init").runs("huge")
 
 
-def test_command_line_overrides_win_over_the_grid(write_spec):
+def test_command_line_overrides_apply_to_every_run_but_never_relabel_a_grid_axis(write_spec):
     spec = load_spec(write_spec())
-    runs = spec.runs("smoke", overrides={"model.atom": "dw", "optim.lr": "0.05"})
-    assert len(runs) == 3  # both cells become the same dw run: one per seed
-    assert {r.config.face.model.atom for r in runs} == {"dw"}
-    assert {r.config.face.optim.lr for r in runs} == {0.05}
+    runs = spec.runs("smoke", overrides={"optim.lr": "0.05"})
+    assert len(runs) == 6 and {r.config.face.optim.lr for r in runs} == {0.05}
+    for key in ("model.atom", "face.model.atom"):  # both cells would be labelled as before
+        with pytest.raises(SpecError, match=rf"{key}=dw sets a key the tiny grid varies"):
+            spec.runs("smoke", overrides={key: "dw"})
+    with pytest.raises(SpecError, match="the seeds are chosen with --seeds"):
+        spec.runs("smoke", overrides={"seed": "0"})

@@ -1,6 +1,8 @@
 """The core op's kernels (C++ and eager) against the reference path, and the fallback."""
 
 import itertools
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -213,3 +215,46 @@ def test_kernel_choice_per_dtype_and_setting(monkeypatch):
     monkeypatch.setenv("TVCONV_KERNEL", "fast")
     with pytest.raises(ValueError, match="TVCONV_KERNEL='fast'"):
         kernels.choose(torch.ones(1))
+
+
+HOLD_BUILD_LOCK = """
+import sys, time
+from pathlib import Path
+from tvconv.kernels import build_lock
+with build_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_build_lock_left_by_a_killed_builder_never_hangs(tmp_path):
+    folder = tmp_path / "tvconv_cpu_0123"
+    folder.mkdir()
+    (folder / "lock").touch()  # torch's own lock file, left behind by a builder killed mid-build
+    with kernels.build_lock(folder, wait_s=5):
+        assert not (folder / "lock").exists()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_BUILD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiting = kernels.build_lock(folder, wait_s=0.5, poll_s=0.1)
+        with pytest.raises(RuntimeError, match=rf"build lock {folder}\.lock \(held by pid"):
+            waiting.__enter__()
+    finally:
+        holder.kill()
+        holder.wait()
+    with kernels.build_lock(folder, wait_s=5):  # its holder died: the kernel released it
+        pass
+
+
+def test_each_source_version_builds_in_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    name = kernels.extension_name()
+    source = tmp_path / "translation_variant.cpp"
+    source.write_bytes(kernels.SOURCE.read_bytes() + b"\n// another version\n")
+    monkeypatch.setattr(kernels, "SOURCE", source)
+    other = kernels.extension_name()
+    assert other != name and other.startswith("tvconv_cpu_")
+    assert kernels.build_directory(name) == tmp_path / name
+    assert kernels.build_directory(other) == tmp_path / other

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tvconv import TVConv, TVConvDeploy, deploy
+from tvconv import TVConv, TVConvDeploy, deploy, profile
 from tvconv.models import create, list_models
 from tvconv.profile import (
     benchmark_layer_grid,
@@ -389,3 +389,27 @@ def test_cli_refuses_bad_arguments(argv, message, capsys):
     captured = capsys.readouterr()
     assert message in captured.err
     assert captured.out == ""  # refused before any counting
+
+
+def test_counters_agree_on_same_padding_and_name_the_layers_they_disagree_on(monkeypatch):
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Conv2d(8, 8, 3, padding="same", groups=8),  # fvcore alone used to count it as 0
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    )
+    checked = profile.cross_check_macs(net, 16)
+    assert checked["agree"] and checked["disagreements"] == []
+    counted = profile.count_macs_fvcore
+
+    def off_by_one(model, input_size=None):
+        counts = counted(model, input_size)
+        counts["layers"]["1"] += 1
+        return counts
+
+    monkeypatch.setattr(profile, "count_macs_fvcore", off_by_one)
+    with pytest.warns(UserWarning, match=r"MAC counters disagree: layer 1 \(Conv2d\)"):
+        checked = profile.cross_check_macs(net, 16)
+    assert not checked["agree"]
+    assert checked["disagreements"] == ["layer 1 (Conv2d): analytic 18,432 MACs, fvcore 18,433"]

@@ -28,6 +28,16 @@ def open_image(source: Path | bytes, what: str) -> Image.Image:
     return image
 
 
+def check_image_header(source: Path | bytes, what: str) -> None:
+    """Raise ValueError unless ``source`` starts like an image Pillow can read (the header only:
+    nothing is decoded)."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source):
+            pass
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"cannot read image {what}: {error}") from error
+
+
 def to_tensor(
     image: Image.Image,
     size: int | tuple[int, int] | None,

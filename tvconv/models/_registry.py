@@ -122,6 +122,8 @@ def create(
         _, sites = replace_depthwise(target, target_input, select=select, **tvconv_kwargs)
         prefix = next(n for n, m in model.named_modules() if m is target)  # "" for the model
         model.tvconv_sites = [
-            replace(site, name=f"{prefix}.{site.name}" if prefix else site.name) for site in sites
+            replace(site, name=f"{prefix}.{site.name}" if prefix else site.name)
+            for site in sites
+            if site.replaceable
         ]
     return model

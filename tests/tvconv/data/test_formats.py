@@ -10,7 +10,14 @@ import torch
 from PIL import Image
 
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark
-from tvconv.data.faces import load_bin, load_image_folder, load_pair_list
+from tvconv.data.faces import (
+    load_bin,
+    load_image_folder,
+    load_pair_list,
+    read_bin,
+    read_pair_list,
+    scan_image_folder,
+)
 from tvconv.data.fundus import load_fundus_domains, load_fundus_split
 
 
@@ -255,3 +262,37 @@ def test_containers_validate_their_contents():
         VerificationBenchmark("b", images, pairs + 4, torch.zeros(10, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"pairs must be \(P, 2\) and issame \(P,\)"):
         VerificationBenchmark("b", images, pairs, torch.zeros(9, dtype=torch.bool))
+
+
+def test_bin_that_would_allocate_is_refused_before_it_allocates(tmp_path):
+    """48 bytes of pickle asking for a 300 MB bytearray, a length prefix of 2**40 bytes, and a
+    codec call that grows without bound: each refused with the file named, nothing allocated."""
+    path = tmp_path / "alloc.bin"
+    path.write_bytes(b"\x80\x02c__builtin__\nbytearray\nJ\x00\xa3\xe1\x11\x85R.")
+    with pytest.raises(ValueError, match=r"alloc\.bin: refusing bytearray\(<size>\)"):
+        load_bin(path)
+    path.write_bytes(b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.")
+    with pytest.raises(ValueError, match=r"alloc\.bin is not a valid pickle"):
+        load_bin(path)
+    nested = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x03\x00\x00\x00hex\x86R."
+    path.write_bytes(nested)
+    with pytest.raises(ValueError, match=r"refusing _codecs\.encode\(\.\.\., 'hex'\)"):
+        load_bin(path)
+    path.write_bytes(pickle.dumps((list(b"x" * 40), [True] * 20), protocol=2))
+    with pytest.raises(ValueError, match="unexpected element types"):
+        load_bin(path)
+
+
+def test_readers_check_without_decoding(tmp_path, pair_list, face_tree):
+    blobs = [encoded(solid(10 * k)) for k in range(20)]
+    write_bin(tmp_path / "lfw.bin", blobs, [True, False] * 5)
+    read, flags = read_bin(tmp_path / "lfw.bin")
+    assert read == blobs and flags == [True, False] * 5
+    path, root = pair_list
+    images, pairs, issame = read_pair_list(path, root)
+    assert len(images) == 6 and len(pairs) == 20 and issame[0] is True
+    paths, labels, identities = scan_image_folder(face_tree)
+    assert identities == 3 and len(paths) == 6 and labels == [0, 0, 0, 1, 1, 2]
+    write_bin(tmp_path / "odd.bin", blobs[:18], [True] * 9)
+    with pytest.raises(ValueError, match=r"odd\.bin: the number of pairs \(9\) must be"):
+        read_bin(tmp_path / "odd.bin")
