@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tvconv import affinity, kernels, models
+from tvconv import affinity, models
 from tvconv.convert import check_select, deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FundusSet, to_model_input
@@ -310,24 +309,11 @@ def build_model(config: FundusConfig) -> nn.Module:
 
 def check_model(config: FundusConfig) -> None:
     """Build the segmenter of ``config`` (without loading the backbone weights, whose file
-    ``check_paths`` checks) and probe it at its input size, on the eager kernel. Raises
-    ValueError naming the model and the size."""
+    ``check_paths`` checks) and probe it at its input size (``models.check_buildable``)."""
     settings = config.model
-    size = config.data.image_size
-    try:
-        with kernels.forced("eager"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the skipped-conv warning comes again in the run
-            model = models.create(
-                settings.name, atom=settings.atom, input_size=size, **settings.tvconv_options()
-            ).eval()
-            if settings.atom != "tvconv":  # surgery has probed the other form already
-                with torch.no_grad():
-                    model(torch.zeros(1, 3, size, size))
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(
-            f"model.name={settings.name!r} (atom={settings.atom}, select={settings.select}) "
-            f"at data.image_size={size}: {error}"
-        ) from None
+    models.check_buildable(
+        settings.name, settings.atom, config.data.image_size, **settings.tvconv_options()
+    )
 
 
 def segmentation_loss(

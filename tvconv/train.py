@@ -39,7 +39,6 @@ import tempfile
 import time
 import types
 import typing
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,7 +50,7 @@ from torch import nn
 from tqdm import tqdm
 
 import tvconv
-from tvconv import affinity, kernels, models
+from tvconv import affinity, models
 from tvconv.convert import check_select, deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, to_model_input
@@ -548,30 +547,17 @@ def check_data(config: DataConfig) -> int:
 
 
 def check_model(config: TrainConfig) -> None:
-    """Build the backbone of ``config`` and probe it at its input size (sizes, sites,
-    ``select``; a TVConv model through the surgery's probe of its depthwise form), on the eager
-    kernel (no C++ build at plan time). Raises ValueError."""
+    """Build the backbone of ``config`` and probe it at its input size (``models.check_buildable``:
+    sizes, sites, ``select``). Raises ValueError."""
     model = config.model
-    size = config.data.image_size
-    try:
-        with kernels.forced("eager"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the skipped-conv warning comes again in the run
-            backbone = models.create(
-                model.name,
-                atom=model.atom,
-                input_size=size,
-                embedding_size=model.embedding_size,
-                dropout=model.dropout,
-                **model.tvconv_options(),
-            ).eval()
-            if model.atom != "tvconv":  # surgery has probed the depthwise form already
-                with torch.no_grad():
-                    backbone(torch.zeros(2, 3, size, size))
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(
-            f"model.name={model.name!r} (atom={model.atom}, select={model.select}) at "
-            f"data.image_size={size}: {error}"
-        ) from None
+    models.check_buildable(
+        model.name,
+        model.atom,
+        config.data.image_size,
+        embedding_size=model.embedding_size,
+        dropout=model.dropout,
+        **model.tvconv_options(),
+    )
 
 
 def check_batch_size(batch_size: int, images: int) -> None:

@@ -5,6 +5,7 @@ from tvconv.models import mobilenetv2, seg, shufflenetv2
 from tvconv.models._registry import (
     ATOMS,
     TVCONV_OPTIONS,
+    check_buildable,
     create,
     list_models,
     model_atoms,
@@ -18,6 +19,7 @@ __all__ = [
     "TVCONV_OPTIONS",
     "AMSoftmax",
     "EmbeddingHead",
+    "check_buildable",
     "create",
     "list_models",
     "mobilenetv2",

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+import torch
 from torch import nn
 
+from tvconv import kernels
 from tvconv.convert import replace_depthwise
 
 ATOMS = ("dw", "tvconv")
@@ -127,3 +130,21 @@ def create(
             if site.replaceable
         ]
     return model
+
+
+def check_buildable(name: str, atom: str, input_size: int, select: str = "all", **kwargs) -> None:
+    """Build model ``name`` and probe it at ``input_size`` (a TVConv model through the surgery's
+    probe of its depthwise form) on the eager kernel, without warnings: what a sweep's plan check
+    runs for every model. Raises ValueError naming the model, atom, select and size."""
+    try:
+        with kernels.forced("eager"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the skipped-conv warning comes again in the run
+            model = create(name, atom=atom, input_size=input_size, select=select, **kwargs)
+            if atom != "tvconv":
+                with torch.no_grad():
+                    model.eval()(torch.zeros(1, 3, input_size, input_size))
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"model.name={name!r} (atom={atom}, select={select}) at data.image_size="
+            f"{input_size}: {error}"
+        ) from None
