@@ -62,7 +62,7 @@ format: setup  ## apply ruff fixes and formatting
 studies: setup  ## list the studies, presets and run counts
 	$(PY) -m studies list --results $(RESULTS)
 
-ablation-aug: setup  ## question 1: robustness to augmentation (PRESET, JOBS, DATA_ROOT, OVERRIDES)
+ablation-aug: setup  ## question 1: robustness to augmentation (PRESET, JOBS, SEEDS, CELLS, DATA_ROOT, OVERRIDES)
 	$(call run_and_render,aug)
 
 ablation-init: setup  ## question 2: affinity-map initialisation
