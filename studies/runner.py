@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import is_dataclass, replace
 from pathlib import Path
 
@@ -321,9 +320,7 @@ def check_profile(settings) -> None:
     options = {}
     if settings.atom == "tvconv":
         options = {"inter_channels": settings.inter_channels, "inter_layers": settings.inter_layers}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        models.create(settings.model, atom=settings.atom, input_size=settings.input_size, **options)
+    models.check_buildable(settings.model, settings.atom, settings.input_size, **options)
 
 
 def _mean_std(values: list[float]) -> str:

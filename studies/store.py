@@ -97,10 +97,7 @@ class Store:
 
     def damaged(self, run_id: str) -> str | None:
         """Why the run's record file is damaged, or None (no file, or a usable record)."""
-        path = self.record_path(run_id)
-        if not path.exists():
-            return None
-        return self._load(path)[1]
+        return self._load(self.record_path(run_id))[1]
 
     @staticmethod
     def _load(path: Path) -> tuple[dict | None, str | None]:

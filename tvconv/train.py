@@ -484,15 +484,14 @@ def load_data(
     config: DataConfig, seed: int = 0
 ) -> tuple[FaceTrainSet, list[VerificationBenchmark]]:
     """The training set and the benchmarks; synthetic data without a seed of its own is drawn
-    with ``seed`` (the run's). Real data is checked first (``check_data``: nothing decoded) and
-    the benchmarks are decoded before the training tree, so a bad source fails in seconds."""
+    with ``seed`` (the run's). The benchmarks are read (each checked before it is decoded)
+    before the training tree, so a bad source fails in seconds."""
+    check_data_paths(config)
     if config.train_root is None:
-        check_data(config)
         synthetic = config.synthetic
         if synthetic.seed is None:
             synthetic = replace(synthetic, seed=seed)
         return load_synthetic_faces(synthetic)
-    check_data(config)
     benchmarks = [_parse_benchmark(spec, config.image_size) for spec in config.benchmarks]
     return load_image_folder(config.train_root, config.image_size), benchmarks
 

@@ -20,6 +20,15 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def check_pair_count(count: int, name: str) -> None:
+    """The protocol's folds need a positive multiple of ``NUM_FOLDS`` pairs."""
+    if count == 0 or count % NUM_FOLDS:
+        raise ValueError(
+            f"{name}: the number of pairs ({count}) must be a positive multiple of "
+            f"{NUM_FOLDS} (10 consecutive folds)"
+        )
+
+
 def _check_images(images: torch.Tensor, what: str) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(
@@ -90,11 +99,7 @@ class VerificationBenchmark:
                 f"{self.name}: pairs must be (P, 2) and issame (P,), "
                 f"got {tuple(self.pairs.shape)} and {tuple(self.issame.shape)}"
             )
-        if count == 0 or count % NUM_FOLDS:
-            raise ValueError(
-                f"{self.name}: the number of pairs ({count}) must be a positive multiple of "
-                f"{NUM_FOLDS} (10 consecutive folds)"
-            )
+        check_pair_count(count, self.name)
         if self.pairs.min() < 0 or self.pairs.max() >= self.images.shape[0]:
             raise ValueError(f"{self.name}: pair indices must lie in [0, {len(self.images) - 1}]")
         self.pairs = self.pairs.long()

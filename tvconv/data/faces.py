@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from tvconv.data._images import IMAGE_SUFFIXES, check_image_header, decode_all, decode_rgb
-from tvconv.data.datasets import NUM_FOLDS, FaceTrainSet, VerificationBenchmark
+from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, check_pair_count
 
 TREE_LAYOUT = "<root>/<identity>/<image>.jpg (one folder per identity, as CASIA-WebFace)"
 PAIRS_LAYOUT = "one 'left right flag' line per pair, flag 1 (same) or -1 (different)"
@@ -78,14 +78,6 @@ def load_image_folder(
     )
 
 
-def _check_fold_count(count: int, what: str, layout: str) -> None:
-    if count % NUM_FOLDS:
-        raise ValueError(
-            f"{what}: the number of pairs ({count}) must be a positive multiple of {NUM_FOLDS} "
-            f"({NUM_FOLDS} consecutive folds of equal size); expected {layout}"
-        )
-
-
 def read_pair_list(
     pairs_file: str | Path, image_root: str | Path
 ) -> tuple[list[str], list[tuple[int, int]], list[bool]]:
@@ -122,7 +114,7 @@ def read_pair_list(
         issame.append(fields[2] == "1")
     if not pairs:
         raise ValueError(f"pair list {pairs_file} holds no pairs; expected {PAIRS_LAYOUT}")
-    _check_fold_count(len(pairs), f"pair list {pairs_file}", PAIRS_LAYOUT)
+    check_pair_count(len(pairs), f"pair list {pairs_file}")
     return list(index), pairs, issame
 
 
@@ -251,7 +243,7 @@ def read_bin(path: str | Path) -> tuple[list[bytes], list[bool]]:
     if not flags or len(blobs) != 2 * len(flags):
         message = f"{path}: {len(blobs)} images for {len(flags)} pairs; expected {BIN_LAYOUT}"
         raise ValueError(message)
-    _check_fold_count(len(flags), str(path), BIN_LAYOUT)
+    check_pair_count(len(flags), str(path))
     check_image_header(bytes(blobs[0]), f"#0 in {path}")
     return [bytes(b) for b in blobs], list(flags)
 
