@@ -10,6 +10,8 @@ JOBS ?= 2
 RESULTS ?= results
 OVERRIDES ?=
 DATA_ROOT ?=
+ENTITY ?=
+DRY_RUN ?=
 SEEDS ?=
 CELLS ?=
 STUDY = $(if $(DATA_ROOT),DATA_ROOT=$(DATA_ROOT) )$(PY) -m studies run --preset $(PRESET) \
@@ -29,7 +31,7 @@ endef
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint format clean data-preview studies ablation-aug ablation-init \
 	ablation-weightgen ablation-depth ablation-seg ablations convergence tradeoff profile figures \
-	bench-kernels wandb-sync
+	bench-kernels bench-loader wandb-sync wandb-views
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -95,8 +97,14 @@ figures: setup  ## tables + figures of every study with results, Fig. 1, README 
 bench-kernels: setup  ## TVConv kernels vs depthwise conv per layer shape, and model images/s
 	$(PY) benchmarks/kernels.py
 
-wandb-sync: setup  ## upload the offline W&B runs (results/wandb)
-	$(VENV)/bin/wandb sync --sync-all $(RESULTS)/wandb/wandb
+bench-loader: setup  ## real-data loader on a generated CASIA-like JPEG tree vs the training step
+	$(PY) benchmarks/loader.py
+
+wandb-sync: setup  ## upload the offline W&B runs under RESULTS (DRY_RUN=1: list them only)
+	$(PY) -m studies sync --results $(RESULTS) $(if $(DRY_RUN),--dry-run)
+
+wandb-views: setup  ## save a W&B view per study, runs grouped by cell (ENTITY=, PRESET, DRY_RUN=1)
+	$(PY) -m studies views --entity "$(ENTITY)" --preset $(PRESET) $(if $(DRY_RUN),--dry-run)
 
 data-preview: setup  ## write docs/data_samples.png and print the layout diagnostic
 	$(PY) -m tvconv.data --out docs/data_samples.png

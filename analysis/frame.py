@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 import tvconv
-from studies.config import result_fields
+from studies.config import flat_config, result_fields
 from studies.spec import as_text
 from studies.store import Store
 from tvconv.affinity import list_initialisers
@@ -89,19 +89,6 @@ class StudyFrame:
         return lines
 
 
-def _flatten(mapping: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = ",".join(str(v) for v in value)
-        else:
-            flat[name] = value
-    return flat
-
-
 def task_config(record: dict) -> dict:
     """The record's config without the task wrapper ({"task": ..., "<task>": {...}})."""
     config = record.get("config") or {}
@@ -155,7 +142,7 @@ def label_disagreement(record: dict) -> str | None:
     label = str(record.get("cell") or "")
     if label in ("", "base"):
         return None
-    flat = _flatten(task_config(record))
+    flat = flat_config("", task_config(record))
     for key, value in LABEL_PART.findall(label):
         fields = {name: v for name, v in flat.items() if name.split(".")[-1] == key}
         if not fields:
@@ -191,8 +178,7 @@ def record_row(record: dict) -> dict:
         "baseline_key": baseline_key(config),
         "config_key": config_key(record),
     }
-    prefix = "profile." if record.get("task") == "profile" else ""  # its fields are flat
-    row.update(_flatten({k: v for k, v in config.items() if k != "seed"}, prefix))
+    row.update(flat_config(record.get("task"), {k: v for k, v in config.items() if k != "seed"}))
     row.update(record.get("metrics") or {})
     if "latency" in record:  # profile: one dict per (threads, batch) measurement
         row["latency"] = record["latency"]

@@ -8,6 +8,7 @@ the problems found). Tables are deterministic; figures are rendered from the sam
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from analysis.tables import (
 )
 from analysis.verdicts import study_contrasts, verdicts
 from studies.store import Store
-from studies.tracking import Tracker
+from studies.tracking import Tracker, group_name, summary_id
 from tvconv.metrics import postprocess
 from tvconv.train import cpu_quick_config
 
@@ -110,7 +111,9 @@ def _verdict_files(found: pd.DataFrame, frame: StudyFrame, folder: Path) -> tupl
     return "\n" + table.markdown(), paths
 
 
-def _face_report(frame: StudyFrame, folder: Path, root: Path) -> tuple[str, list, list, Table]:
+def _face_report(
+    frame: StudyFrame, folder: Path, root: Path
+) -> tuple[str, list, list, pd.DataFrame]:
     table, numbers = face_table(frame.runs)
     title = f"{frame.study} / {frame.preset}"
     tables = [*_write_table(folder / "tables", frame.study, table, title)]
@@ -125,10 +128,10 @@ def _face_report(frame: StudyFrame, folder: Path, root: Path) -> tuple[str, list
         size = int(usable["data.image_size"].iloc[0])
         figure_paths += figures.tradeoff_figure(frame.runs, stem, profile_latency(root, size))
     figure_paths += _affinity(frame, folder)
-    return table.markdown(), tables, figure_paths, table
+    return table.markdown(), tables, figure_paths, numbers
 
 
-def _fundus_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, Table]:
+def _fundus_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, pd.DataFrame]:
     """A fundus study: the per-cell table; the segmentation study (several held-out domains)
     adds the paper's domain table, the per-domain Dice figure and example predictions; a face
     question asked of the fundus task (``init-fundus``) gets its question's figure."""
@@ -155,7 +158,7 @@ def _fundus_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, Ta
             )
     elif question in FACE_FIGURES:
         figure_paths += FACE_FIGURES[question](frame.runs, stem, metric=SEG_HEADLINE)
-    return markdown, tables, figure_paths, table
+    return markdown, tables, figure_paths, numbers
 
 
 def seg_examples(usable: pd.DataFrame, records: dict, folder: Path) -> list[dict]:
@@ -207,7 +210,7 @@ def _affinity(frame: StudyFrame, folder: Path) -> list[Path]:
     return inspect.affinity_figure(entries, folder / "figures" / f"{frame.study}_affinity", kernels)
 
 
-def _profile_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, Table]:
+def _profile_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, pd.DataFrame]:
     models_table, layers_table, numbers = profile_tables(frame.runs)
     title = f"{frame.study} / {frame.preset}"
     tables = [
@@ -217,7 +220,7 @@ def _profile_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, T
     ]
     figure_paths = figures.profile_figure(frame.runs, folder / "figures" / "profile")
     markdown = models_table.markdown() + "\n" + layers_table.markdown()
-    return markdown, tables, figure_paths, models_table
+    return markdown, tables, figure_paths, numbers
 
 
 def render_layout(root: Path, real: Path | None = None, image_size: int | None = None) -> Report:
@@ -260,15 +263,15 @@ def render(
     task = frame.runs["task"].iloc[0] if "task" in frame.runs else None
     is_profile = task == "profile" or "profile.model" in frame.runs
     if is_profile:
-        markdown, tables, figure_paths, table = _profile_report(frame, folder)
+        markdown, tables, figure_paths, numbers = _profile_report(frame, folder)
     elif task == "fundus":
-        markdown, tables, figure_paths, table = _fundus_report(frame, folder)
+        markdown, tables, figure_paths, numbers = _fundus_report(frame, folder)
     else:
-        markdown, tables, figure_paths, table = _face_report(frame, folder, root)
+        markdown, tables, figure_paths, numbers = _face_report(frame, folder, root)
     found = pd.DataFrame()
+    headline = SEG_HEADLINE if task == "fundus" else HEADLINE
     if not is_profile:
-        metric = SEG_HEADLINE if task == "fundus" else HEADLINE
-        found = verdicts(frame.runs, list(study_contrasts(study)), metric)
+        found = verdicts(frame.runs, list(study_contrasts(study)), headline)
         verdict_markdown, verdict_paths = _verdict_files(found, frame, folder)
         markdown += verdict_markdown
         tables += verdict_paths
@@ -277,37 +280,80 @@ def render(
         tables.append(_write(folder / "tables" / "problems.txt", "\n".join(problems) + "\n"))
     report = Report(study, preset, markdown, tables, figure_paths, problems)
     if wandb:
-        log_to_wandb(report, table, root, found)
+        log_to_wandb(report, numbers, root, found, headline)
     return report
 
 
-def log_to_wandb(report: Report, table: Table, root: Path, found: pd.DataFrame) -> None:
-    """A summary run (job_type ``analysis``): the table as ``wandb.Table``, the verdicts as a
-    ``wandb.Table`` of numbers (estimate, Holm-adjusted interval and p-value, seeds to decide)
-    with one summary key per contrast, figures as images."""
+def log_to_wandb(
+    report: Report, numbers: pd.DataFrame, root: Path, found: pd.DataFrame, headline: str
+) -> None:
+    """The study's summary run (job_type ``analysis``, fixed id ``summary-<study>-<preset>``: a
+    re-render replaces it), tables of numbers only: ``cells`` (per cell, the headline's n, mean,
+    std, 95% interval, and the paired difference to depthwise with its Holm-adjusted interval,
+    p-value and wins), ``numbers`` (the CSV: every metric), ``verdicts`` (per contrast: estimate,
+    Holm-adjusted interval and p-value, verdict, seeds to decide), with one summary key per
+    contrast and the figures as images."""
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         tracker = Tracker(
             root,
-            group=report.study,
+            group=group_name(report.study, report.preset),
             job_type="analysis",
-            name=f"{report.study}-{report.preset}-summary",
+            name=f"{report.preset} {report.study} summary",
             config={"study": report.study, "preset": report.preset},
+            tags=[report.study, report.preset, "summary"],
+            run_id=summary_id(report.study, report.preset),
         )
-        tracker.log_table("table", table.header, table.rows)
+        cells = cell_summary(numbers, headline)
+        if not cells.empty:
+            tracker.log_table("cells", list(cells.columns), _rows(cells))
+        tracker.log_table("numbers", list(numbers.columns), _rows(numbers))
         if not found.empty:
             columns = ["name", "claim", "n", "mean", "ci_low_holm", "ci_high_holm", "p_holm"]
             columns += ["verdict", "seeds_needed"]
-            rows = [[_plain(v) for v in row] for row in found[columns].itertuples(index=False)]
-            tracker.log_table("verdicts", columns, rows)
+            tracker.log_table("verdicts", columns, _rows(found[columns]))
         tracker.log_images({path.stem: path for path in report.figures if path.suffix == ".png"})
         tracker.finish(
             {
                 **{f"verdict/{row.name}": row.verdict for row in found.itertuples()},
+                **{f"estimate/{row.name}": row.mean for row in found.itertuples()},
                 "problems": len(report.problems),
                 "figures": json.dumps(sorted(p.name for p in report.figures if p.suffix == ".png")),
             }
         )
+
+
+CELL_COLUMNS = ["n", "mean", "std", "ci_low", "ci_high"]
+DIFF_COLUMNS = ["mean", "ci_low_holm", "ci_high_holm", "p_holm", "wins"]
+
+
+def cell_summary(numbers: pd.DataFrame, headline: str) -> pd.DataFrame:
+    """One row per cell: the headline metric's statistics and, for cells compared with a
+    depthwise baseline, the paired difference (``diff``, ``diff_ci_low``, ``diff_ci_high``,
+    ``diff_p_holm``, ``diff_wins``); empty when ``numbers`` is not in long form."""
+    if "metric" not in numbers or "n" not in numbers:
+        return pd.DataFrame()
+    cells = numbers.loc[numbers["metric"] == headline, ["cell", *CELL_COLUMNS]]
+    paired = numbers.loc[numbers["metric"] == f"diff_{headline}", ["cell", *DIFF_COLUMNS]]
+    paired = paired.rename(
+        columns={
+            "mean": "diff",
+            "ci_low_holm": "diff_ci_low",
+            "ci_high_holm": "diff_ci_high",
+            "p_holm": "diff_p_holm",
+            "wins": "diff_wins",
+        }
+    )
+    merged = cells.merge(paired, on="cell", how="left").astype({"n": int})
+    return merged.assign(metric=headline)[["cell", "metric", *merged.columns[1:]]]
+
+
+def _rows(frame: pd.DataFrame) -> list[list]:
+    """Rows of plain Python values (numpy scalars as numbers, NaN as None)."""
+    return [
+        [None if isinstance(v, float) and math.isnan(v) else _plain(v) for v in row]
+        for row in frame.itertuples(index=False)
+    ]
 
 
 def _plain(value: object) -> object:

@@ -34,6 +34,7 @@ from analysis.frame import (
 )
 from analysis.stats import aggregate, aggregate_paired, summarise
 from analysis.verdicts import MAX_SEEDS as VERDICT_MAX_SEEDS
+from tvconv.data.faces import paper_order
 from tvconv.data.synthetic import BENCHMARKS
 
 HEADLINE = "mean_acc_pct"
@@ -135,7 +136,8 @@ def mean_std(row: pd.Series, digits: int = 1) -> str:
 
 def benchmarks_of(runs: pd.DataFrame) -> list[str]:
     """Benchmark names with an ``<name>_acc_pct`` metric, in the suite's order (synthetic
-    benchmarks first in their defined order, real ones alphabetically)."""
+    benchmarks first in their defined order, then real ones: the paper's LFW, CFP-FF, AgeDB-30,
+    CALFW in its order, the others alphabetically)."""
     names = {
         c[: -len("_acc_pct")]
         for c in runs.columns
@@ -144,7 +146,7 @@ def benchmarks_of(runs: pd.DataFrame) -> list[str]:
         and not c.startswith(FLOOR_PREFIX)
     }
     known = [name for name in BENCHMARKS if name in names]
-    return known + sorted(names - set(known))
+    return known + paper_order(sorted(names - set(known)))
 
 
 def _varying_costs(usable: pd.DataFrame) -> list[tuple[str, str, float]]:

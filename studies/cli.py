@@ -1,4 +1,6 @@
-"""Command line: ``python -m studies run STUDY [...]``, ``python -m studies list``.
+"""Command line: ``python -m studies run STUDY [...]``, ``python -m studies list``,
+``python -m studies sync [--dry-run]`` (upload the offline W&B runs under the results root),
+``python -m studies views --entity E [--dry-run]`` (save a W&B view per study: ``studies.views``).
 
 Exit codes (DESIGN.md): 0 done, 1 some runs failed (the others finished), 2 bad
 spec/config/arguments (reported before any run starts, nothing written to the store).
@@ -13,6 +15,8 @@ from pathlib import Path
 from studies.runner import run_study
 from studies.spec import PRESETS, SpecError, list_studies, load_spec
 from studies.store import DEFAULT_ROOT, Store
+from studies.tracking import sync_offline_runs
+from studies.views import save_views
 
 
 def _overrides(assignments: list[str]) -> dict:
@@ -93,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing = commands.add_parser("list", help="studies, presets and run counts")
     listing.add_argument("--results", type=Path, default=DEFAULT_ROOT)
+    sync = commands.add_parser("sync", help="upload the offline W&B runs under the results root")
+    sync.add_argument("--results", type=Path, default=DEFAULT_ROOT)
+    sync.add_argument("--dry-run", action="store_true", help="show what would be uploaded")
+    views = commands.add_parser("views", help="save a W&B view per study (grouped by cell)")
+    views.add_argument("--entity", default="", help="the W&B user or team to save them to")
+    views.add_argument("--preset", default="quick", choices=PRESETS)
+    views.add_argument("--dry-run", action="store_true", help="build them, save nothing")
     return parser
 
 
@@ -131,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(args.results)
+        if args.command == "sync":
+            return sync_offline_runs(args.results, dry_run=args.dry_run)
+        if args.command == "views":
+            return save_views(args.entity, args.preset, dry_run=args.dry_run)
         if args.jobs < 1:
             raise SpecError(f"--jobs={args.jobs} is invalid: expected a positive int")
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None

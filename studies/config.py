@@ -126,6 +126,24 @@ def result_fields(task: str, fields: dict) -> dict:
     return fields
 
 
+def flat_config(task: str, fields: dict, prefix: str = "") -> dict:
+    """A task config (``to_dict`` of its section, or a record's) as flat dotted keys, lists as
+    comma-separated text: the analysis' columns and the W&B config. A profile config's fields
+    (flat already) get the prefix ``profile.``."""
+    if task == "profile" and not prefix:
+        prefix = "profile."
+    flat = {}
+    for key, value in fields.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_config(task, value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(str(v) for v in value)
+        else:
+            flat[name] = value
+    return flat
+
+
 def base_config(task: str, preset: str) -> RunConfig:
     """The starting point of a preset: a tvconv.train (face) or tvconv.segment (fundus)
     preset."""

@@ -4,7 +4,7 @@ Local: ``jobs`` worker processes (spawned, so torch's thread pools start clean),
 split evenly across them; ``jobs=1`` runs in this process. A worker that dies (e.g. killed by
 the OS) breaks the pool: the runs in flight are queued again once (a run lost twice is recorded as
 failed) and the pool is rebuilt for the rest. Sweep progress shows done / running / failed /
-remaining and an ETA.
+remaining and an ETA on a terminal, one line per finished run otherwise (``_Progress``).
 
 SLURM: one array job over the missing runs (``submitit.AutoExecutor``; ``cluster="local"`` runs
 the same path on this machine, which the tests use). Each array task executes one run into the
@@ -15,46 +15,82 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm import tqdm
 
-from studies.runner import execute_run, record_base, threads_per_job
+from studies.runner import SUMMARY_METRICS, execute_run, record_base, threads_per_job
 from studies.spec import Run
 from studies.store import Store
 
 
 class _Progress:
-    def __init__(self, total: int, out) -> None:
+    """Sweep progress: a tqdm bar on a terminal; otherwise (a log file, CI, nohup, SLURM) one
+    line per finished run: count, status, cell, seed, key metric, its time and the sweep's ETA."""
+
+    def __init__(self, total: int, out, root: Path | None = None) -> None:
         self.counts = {"done": 0, "failed": 0, "running": 0}
+        self.total, self.out, self.root, self.start = total, out, root, time.monotonic()
+        self.terminal = getattr(out, "isatty", lambda: False)()
         self.bar = tqdm(
-            total=total,
-            unit="run",
-            file=out,
-            dynamic_ncols=True,
-            disable=not getattr(out, "isatty", lambda: False)(),
+            total=total, unit="run", file=out, dynamic_ncols=True, disable=not self.terminal
         )
 
     def started(self, count: int = 1) -> None:
         self.counts["running"] += count
         self._show()
 
-    def finished(self, status: str) -> None:
+    def finished(self, status: str, run: Run | None = None) -> None:
         """A run left the running set: complete | failed | skipped, or requeued (not counted)."""
         self.counts["running"] -= 1
         if status != "requeued":
             self.counts["failed" if status == "failed" else "done"] += 1
             self.bar.update()
+        if not self.terminal and run is not None:
+            print(self.line(status, run), file=self.out, flush=True)
         self._show()
 
+    def line(self, status: str, run: Run) -> str:
+        finished = self.counts["done"] + self.counts["failed"]
+        text = f"[{finished}/{self.total}] {status:8s} {run.cell} seed={run.seed}"
+        record = Store(self.root, run.study, run.preset).read(run.run_id) if self.root else None
+        if status == "complete" and record:
+            key = SUMMARY_METRICS[run.config.task][0]
+            value = (record.get("metrics") or {}).get(key)
+            if isinstance(value, (int, float)):
+                text += f"  {key}={value:.4g}"
+            if record.get("started") and record.get("finished"):
+                text += f"  {_duration(record['finished'] - record['started'])}"
+        elif status == "failed" and record:
+            reason = (record.get("error") or "").strip().splitlines()
+            text += f"  ({reason[-1][:120]})" if reason else ""
+        left = self.total - finished
+        if finished > 0 and left > 0:
+            eta = (time.monotonic() - self.start) / finished * left
+            text += f"  ETA {_duration(eta)} for {left} run(s)"
+        return text
+
     def _show(self) -> None:
-        remaining = self.bar.total - self.bar.n - self.counts["running"]
+        remaining = (
+            self.total - self.counts["done"] - self.counts["failed"] - self.counts["running"]
+        )
         self.bar.set_postfix(**self.counts, remaining=remaining)
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``6m05s``, ``1h02m``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _record_failure(run: Run, root: Path, error: BaseException) -> None:
@@ -74,7 +110,7 @@ def launch_local(runs: list[Run], root: Path, jobs: int, options: dict, out=sys.
     (a second loss records them as failed), so an innocent run is not failed for another's crash.
     """
     threads = threads_per_job(jobs)
-    progress = _Progress(len(runs), out)
+    progress = _Progress(len(runs), out, root)
 
     def call(run: Run) -> str:
         return execute_run(run, root, threads, **options)
@@ -83,7 +119,7 @@ def launch_local(runs: list[Run], root: Path, jobs: int, options: dict, out=sys.
         if jobs <= 1:
             for run in runs:
                 progress.started()
-                progress.finished(call(run))
+                progress.finished(call(run), run)
             return
         pending = list(runs)
         losses: dict[str, int] = {}
@@ -109,10 +145,10 @@ def launch_local(runs: list[Run], root: Path, jobs: int, options: dict, out=sys.
                                 _record_failure(run, root, error)
                                 status = "failed"
                             del in_flight[future]
-                            progress.finished(status)
+                            progress.finished(status, run)
                 except BrokenProcessPool as error:
                     for run in in_flight.values():
-                        progress.finished("requeued")
+                        progress.finished("requeued", run)
                         losses[run.run_id] = losses.get(run.run_id, 0) + 1
                         if losses[run.run_id] >= 2:
                             _record_failure(run, root, error)
@@ -159,7 +195,7 @@ def launch_slurm(runs: list[Run], root: Path, options: dict, slurm: dict, out=sy
     print(
         f"submitted {count} job(s) to {executor.cluster}: {jobs[0].job_id.split('_')[0]}", file=out
     )
-    progress = _Progress(count, out)
+    progress = _Progress(count, out, root)
     progress.started(count)
     for run, job in zip(runs, jobs, strict=True):
         try:
@@ -167,5 +203,5 @@ def launch_slurm(runs: list[Run], root: Path, options: dict, slurm: dict, out=sy
         except Exception as error:
             _record_failure(run, root, error)
             status = "failed"
-        progress.finished(status)
+        progress.finished(status, run)
     progress.close()

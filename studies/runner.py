@@ -32,7 +32,7 @@ import tvconv
 from studies.config import RunConfig, with_threads
 from studies.spec import Run, Spec, SpecError, select_cells
 from studies.store import SCHEMA_VERSION, Store
-from studies.tracking import Tracker
+from studies.tracking import Tracker, sweep_fallback, track_run
 from tvconv import models, profile, segment
 from tvconv.train import (
     check_batch_size,
@@ -176,13 +176,7 @@ def execute_run(
         torch.set_num_threads(threads)
         environment = {"git_sha": sha, "host": socket.gethostname(), "threads": threads}
         record = record_base(run, environment)
-        tracker = Tracker(
-            Path(root),
-            group=run.study,
-            job_type="profile" if run.config.task == "profile" else "train",
-            name=f"{run.cell} seed={run.seed}",
-            config={**record["config"], "run_id": run.run_id, "preset": run.preset},
-        )
+        tracker = track_run(Path(root), run)
         try:
             record.update(_execute(run, store, threads, tracker))
         except Exception:
@@ -206,7 +200,7 @@ def _execute(run: Run, store: Store, threads: int, tracker: Tracker) -> dict:
         with_threads(config, threads).section, progress=False, checkpoint_dir=str(checkpoints)
     )
     train = segment.fit_fundus if config.task == "fundus" else fit
-    result = train(settings, on_epoch_end=tracker.log)
+    result = train(settings, on_epoch_end=tracker.epoch, on_step=tracker.step)
     if result.status == "complete":
         # the face task keeps the backbone (the head holds the training identities)
         network = result.model.backbone if config.task == "face" else result.model
@@ -271,9 +265,18 @@ def reuse_records(todo: list[Run], store: Store) -> list[Run]:
                     if saved.is_file():
                         _copy_atomically(saved, store.folder / folder / saved.name)
                 store.write({**found, "study": run.study, "cell": run.cell, "reused_from": source})
+                mirror_reused(run, found, store.root, source)
         finally:
             store.unlock(run.run_id)
     return remaining
+
+
+def mirror_reused(run: Run, record: dict, root: Path, source: str) -> None:
+    """A copied record on W&B too (tagged ``reused``): its study's group then holds every run."""
+    tracker = track_run(Path(root), run, reused_from=source)
+    for row in record.get("history") or []:
+        tracker.epoch(row)
+    tracker.finish(record.get("metrics") or {})
 
 
 def check_runs(runs: list[Run], out=None) -> None:
@@ -405,8 +408,6 @@ def run_study(
     """Run (or show, with ``dry_run``) a study's preset; returns the exit code (0 or 1).
     ``seeds`` replaces the preset's seeds; ``cells`` (shell-style patterns of cell labels) keeps
     the matching cells only."""
-    from studies.launch import launch_local, launch_slurm
-
     overrides = dict(overrides or {})
     spec = spec.for_task(str(overrides.pop("task", spec.task)))
     runs = spec.runs(preset, overrides, seeds)
@@ -432,6 +433,36 @@ def run_study(
     if dry_run:
         print(status_lines(runs, store), file=out)
         return 0
+    with sweep_fallback(root):
+        todo = _launch(spec, todo, store, root, jobs, launcher, force, retry_failed, slurm, out)
+    wait_for_other_runners(todo, store, out)
+    print(summary_table(spec, runs, store), file=out)
+    failed = [run for run in runs if store.status(run.run_id) != "done"]
+    if failed:
+        print(f"{len(failed)} run(s) did not complete:", file=out)
+        for run in failed:
+            record = store.read(run.run_id) or {}
+            reason = (record.get("error") or "missing").strip().splitlines()[-1]
+            print(f"  {run.run_id}  {run.cell} seed={run.seed}: {reason}", file=out)
+        return 1
+    return 0
+
+
+def _launch(
+    spec: Spec,
+    todo: list[Run],
+    store: Store,
+    root: Path,
+    jobs: int,
+    launcher: str,
+    force: bool,
+    retry_failed: bool,
+    slurm: dict | None,
+    out,
+) -> list[Run]:
+    """Copy what other studies hold, execute the rest; returns the runs executed."""
+    from studies.launch import launch_local, launch_slurm  # launch imports this module
+
     if not force:
         executed = reuse_records(todo, store)
         if len(executed) < len(todo):
@@ -452,14 +483,4 @@ def run_study(
             print("profile runs time themselves: running them one at a time (--jobs 1)", file=out)
             jobs = 1
         launch_local(todo, root, jobs, options, out)
-    wait_for_other_runners(todo, store, out)
-    print(summary_table(spec, runs, store), file=out)
-    failed = [run for run in runs if store.status(run.run_id) != "done"]
-    if failed:
-        print(f"{len(failed)} run(s) did not complete:", file=out)
-        for run in failed:
-            record = store.read(run.run_id) or {}
-            reason = (record.get("error") or "missing").strip().splitlines()[-1]
-            print(f"  {run.run_id}  {run.cell} seed={run.seed}: {reason}", file=out)
-        return 1
-    return 0
+    return todo

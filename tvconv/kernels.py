@@ -171,7 +171,16 @@ def _build() -> ModuleType:
             temporary = folder / f".{SOURCE.name}.{os.getpid()}.tmp"
             shutil.copyfile(SOURCE, temporary)
             os.replace(temporary, source)
-        return load(
+        built = folder / f"{name}.so"
+        fresh = not built.is_file() or built.stat().st_mtime < source.stat().st_mtime
+        if fresh:
+            print(
+                f"TVConv kernel: building {folder} (first use of this source here, about a minute)",
+                file=sys.stderr,
+                flush=True,
+            )
+        started = time.monotonic()
+        module = load(
             name=name,
             sources=[str(source)],
             extra_cflags=list(CFLAGS),
@@ -179,6 +188,13 @@ def _build() -> ModuleType:
             build_directory=str(folder),
             verbose=False,
         )
+        if fresh:
+            print(
+                f"TVConv kernel: built in {time.monotonic() - started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        return module
 
 
 @cache

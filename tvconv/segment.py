@@ -63,6 +63,7 @@ from tvconv.train import (
     environment,
     lr_at,
     run_cli,
+    step_row,
     to_dict,
 )
 
@@ -364,7 +365,9 @@ def evaluate_fundus(
 
 
 def fit_fundus(
-    config: FundusConfig, on_epoch_end: Callable[[dict], None] | None = None
+    config: FundusConfig,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    on_step: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train and evaluate one leave-one-domain-out run (see the module docstring)."""
     start = time.perf_counter()
@@ -419,10 +422,13 @@ def fit_fundus(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.item() * images.shape[0]
+            loss_value = loss.item()
+            loss_sum += loss_value * images.shape[0]
             seen += images.shape[0]
+            if on_step is not None and runtime.is_main:
+                on_step(step_row(global_step, steps_per_epoch, loss_value, optimizer, images))
             progress.update()
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            progress.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
         if status == "failed":
             break
         seconds = time.perf_counter() - epoch_start

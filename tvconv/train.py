@@ -55,11 +55,9 @@ from tvconv.convert import check_select, deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, to_model_input
 from tvconv.data.faces import (
-    load_bin,
-    load_image_folder,
-    load_pair_list,
-    read_bin,
-    read_pair_list,
+    BenchmarkSource,
+    cached_image_folder,
+    parse_benchmarks,
     scan_image_folder,
 )
 from tvconv.data.synthetic import SyntheticFacesConfig, load_synthetic_faces, stream
@@ -125,7 +123,10 @@ def _fingerprint(config: object, *dropped: str) -> str:
 @dataclass(frozen=True)
 class DataConfig:
     """Training data and benchmarks. Synthetic faces unless ``train_root`` is given; real
-    benchmarks are ``.bin`` files or pair lists written ``pairs.txt:image_root``. ``image_size``
+    benchmarks are named entries ``[name=]file.bin`` or ``[name=]pairs.txt:image_root``
+    (``tvconv.data.faces.parse_benchmarks``; the name defaults to the ``.bin`` stem or the pair
+    list's folder). ``workers`` decode the real training tree (``cached_image_folder``) or, with
+    the cache off, each batch. ``image_size``
     is the one input size: ``synthetic.image_size`` always follows it."""
 
     image_size: int = 96
@@ -462,43 +463,26 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
 # ------------------------------------------------------------------------------------ data
 
 
-def _benchmark_parts(spec: str) -> tuple[str, ...]:
-    """A benchmark entry as (file.bin,) or (pairs.txt, image_root)."""
-    if spec.endswith(".bin"):
-        return (spec,)
-    pairs, sep, root = spec.partition(":")
-    if not sep or not pairs or not root:
-        raise ValueError(
-            f"data.benchmarks entry {spec!r}: expected a .bin file or a pair list as "
-            "'pairs.txt:image_root'"
-        )
-    return pairs, root
-
-
-def _parse_benchmark(spec: str, image_size: int) -> VerificationBenchmark:
-    parts = _benchmark_parts(spec)
-    return load_bin(parts[0], image_size) if len(parts) == 1 else load_pair_list(*parts, image_size)
-
-
 def load_data(
     config: DataConfig, seed: int = 0
 ) -> tuple[FaceTrainSet, list[VerificationBenchmark]]:
     """The training set and the benchmarks; synthetic data without a seed of its own is drawn
     with ``seed`` (the run's). The benchmarks are read (each checked before it is decoded)
     before the training tree, so a bad source fails in seconds."""
-    check_data_paths(config)
+    sources = check_data_paths(config)
     if config.train_root is None:
         synthetic = config.synthetic
         if synthetic.seed is None:
             synthetic = replace(synthetic, seed=seed)
         return load_synthetic_faces(synthetic)
-    benchmarks = [_parse_benchmark(spec, config.image_size) for spec in config.benchmarks]
-    return load_image_folder(config.train_root, config.image_size), benchmarks
+    benchmarks = [source.load(config.image_size) for source in sources]
+    train = cached_image_folder(config.train_root, config.image_size, config.workers)
+    return train, benchmarks
 
 
-def check_data_paths(config: DataConfig) -> None:
-    """Fail fast on real-data settings that cannot work: the paths only (see ``check_data`` for
-    the contents)."""
+def check_data_paths(config: DataConfig) -> list[BenchmarkSource]:
+    """Fail fast on real-data settings that cannot work: the benchmark entries (named, no name
+    twice) and the paths only (see ``check_data`` for the contents); returns the benchmarks."""
     if config.benchmarks and config.train_root is None:
         _fail(
             "data.benchmarks",
@@ -514,14 +498,15 @@ def check_data_paths(config: DataConfig) -> None:
             f"data.train_root={config.train_root!r} does not exist; expected "
             "<root>/<identity>/<image>.jpg"
         )
-    for spec in config.benchmarks:
-        paths = _benchmark_parts(spec)
-        missing = [p for p in paths if not Path(p).exists()]
+    sources = parse_benchmarks(config.benchmarks)
+    for source in sources:
+        missing = [p for p in source.files if not Path(p).exists()]
         if missing:
             raise ValueError(
-                f"data.benchmarks entry {spec!r}: expected an existing .bin file or "
-                f"'pairs.txt:image_root'; missing {missing}"
+                f"data.benchmarks entry {source.name}={':'.join(source.files)}: expected an "
+                f"existing .bin file or 'pairs.txt:image_root'; missing {missing}"
             )
+    return sources
 
 
 def check_data(config: DataConfig) -> int:
@@ -529,15 +514,16 @@ def check_data(config: DataConfig) -> int:
     the training tree's identity folders, every benchmark's structure (a safe unpickle of a
     ``.bin``, every line of a pair list, whole folds of pairs). Returns the number of training
     images; raises ValueError naming the key, the file and what was expected."""
-    check_data_paths(config)
+    sources = check_data_paths(config)
     if config.train_root is None:
         return config.synthetic.train_identities * config.synthetic.images_per_identity
-    for spec in config.benchmarks:
-        parts = _benchmark_parts(spec)
+    for source in sources:
         try:
-            read_bin(parts[0]) if len(parts) == 1 else read_pair_list(*parts)
+            source.read()
         except ValueError as error:
-            raise ValueError(f"data.benchmarks entry {spec!r}: {error}") from None
+            raise ValueError(
+                f"data.benchmarks entry {source.name}={':'.join(source.files)}: {error}"
+            ) from None
     try:
         paths, _labels, _identities = scan_image_folder(config.train_root)
     except ValueError as error:
@@ -816,6 +802,21 @@ def _epoch_batches(
     return local, augment_rng
 
 
+def step_row(
+    global_step: int, steps_per_epoch: int, loss: float, optimizer, batch: torch.Tensor
+) -> dict:
+    """What ``on_step`` receives: the step (from 1), the epoch as a fraction, the loss, the
+    learning rate and the images of the step (on every rank)."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return {
+        "step": global_step + 1,
+        "epoch": (global_step + 1) / steps_per_epoch,
+        "loss": loss,
+        "lr": optimizer.param_groups[0]["lr"],
+        "images": batch.shape[0] * world,
+    }
+
+
 def _timings(start: float, data_seconds: float, train_seconds: float, eval_start: float) -> dict:
     return {
         "data_seconds": data_seconds,
@@ -837,9 +838,14 @@ def _progress(config: TrainConfig, runtime: _Runtime, total: int, initial: int) 
     )
 
 
-def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
+def fit(
+    config: TrainConfig,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    on_step: Callable[[dict], None] | None = None,
+) -> FitResult:
     """Train and evaluate one run (see the module docstring). ``on_epoch_end(history_row)`` is
-    called after each epoch (after its checkpoint is written)."""
+    called after each epoch (after its checkpoint is written), ``on_step(row)`` after each step
+    (``step_row``)."""
     start = time.perf_counter()
     runtime = _start_runtime(config)
     torch.manual_seed(config.seed)
@@ -899,7 +905,10 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.item() * labels.shape[0]
+            loss_value = loss.item()
+            loss_sum += loss_value * labels.shape[0]
+            if on_step is not None and runtime.is_main:
+                on_step(step_row(global_step, steps_per_epoch, loss_value, optimizer, labels))
             cosine_logits = logits.detach().float()  # margin removed: argmax of cos(theta)
             cosine_logits[torch.arange(labels.shape[0]), labels] += (
                 model.head.scale * model.head.margin
@@ -907,7 +916,7 @@ def fit(config: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None)
             correct += (cosine_logits.argmax(dim=1) == labels).sum().item()
             seen += labels.shape[0]
             progress.update()
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            progress.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
         if status == "failed":
             break
         seconds = time.perf_counter() - epoch_start

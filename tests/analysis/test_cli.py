@@ -1,5 +1,7 @@
 """``python -m analysis``: files written, deterministic tables, clear errors, W&B summary run."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -8,6 +10,7 @@ from analysis.report import render
 from studies.store import Store
 from tests.analysis.conftest import face_record
 from tests.analysis.test_figures import profile_records
+from tests.wandb_log import read_run
 
 
 def test_cli_writes_tables_and_figures_and_prints_markdown(aug_store, capsys):
@@ -79,13 +82,30 @@ def test_failed_runs_are_reported_in_problems_file(aug_store):
     assert "RuntimeError: boom" in problems.read_text()
 
 
-def test_wandb_summary_run_offline(aug_store, monkeypatch):
+def test_wandb_summary_run_offline_is_one_run_with_numeric_tables(aug_store, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     render("aug", "quick", aug_store.root, wandb=True)
-    runs = list((aug_store.root / "wandb" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    assert list(runs[0].glob("files/media/table/table_*.table.json"))
-    assert list(runs[0].glob("files/media/images/aug_*.png"))
+    render("aug", "quick", aug_store.root, wandb=True)  # a re-render replaces the summary run
+    (folder,) = (aug_store.root / "wandb" / "wandb").glob("offline-run-*")
+    run = read_run(folder)
+    assert run.id == "summary-aug-quick" and run.group == "aug/quick"
+    assert run.job_type == "analysis" and set(run.tags) == {"aug", "quick", "summary"}
+    assert list(folder.glob("files/media/images/aug_*.png"))
+    (cells,) = folder.glob("files/media/table/cells_*.table.json")
+    table = json.loads(cells.read_text())
+    columns = table["columns"]
+    assert columns[:7] == ["cell", "metric", "n", "mean", "std", "ci_low", "ci_high"]
+    assert {"diff", "diff_ci_low", "diff_ci_high", "diff_p_holm", "diff_wins"} <= set(columns)
+    rows = [dict(zip(columns, row, strict=True)) for row in table["data"]]
+    for row in rows:
+        assert isinstance(row["mean"], float) and isinstance(row["n"], int)
+    tvconv = [row for row in rows if row["cell"].startswith("atom=tvconv")]
+    assert tvconv and all(isinstance(row["diff"], float) for row in tvconv)
+    assert all(row["diff"] is None for row in rows if "atom=dw" in row["cell"])
+    (numbers,) = folder.glob("files/media/table/numbers_*.table.json")
+    numeric = json.loads(numbers.read_text())
+    assert all(not isinstance(v, str) for row in numeric["data"] for v in row[2:])
+    assert run.summary["problems"] == 0
 
 
 def test_readme_results_block_is_regenerated_from_the_rendered_files(aug_store, tmp_path, capsys):

@@ -112,7 +112,11 @@ BAD_OVERRIDES = [
     ),
     (
         ["data.train_root={d}/tree", "data.benchmarks={d}/pairs.txt"],
-        "a pair list as 'pairs.txt:image_root'",
+        "[name=]pairs.txt:image_root",
+    ),
+    (
+        ["data.train_root={d}/tree", "data.benchmarks={d}/good.bin,good={d}/pairs.txt:{d}/images"],
+        "two benchmarks are named 'good'",
     ),
     (["model.atom=tvconv"], "sets a key the init grid varies (model.atom: dw, tvconv)"),
     (["face.model.init=zeros"], "sets a key the init grid varies"),
@@ -137,7 +141,7 @@ def test_real_data_that_passes_the_checks_trains(data, tmp_path):
     out = io.StringIO()
     overrides = {
         "data.train_root": str(data / "tree"),
-        "data.benchmarks": f"{data}/good.bin,{data}/pairs.txt:{data}/images",
+        "data.benchmarks": f"{data}/good.bin,listed={data}/pairs.txt:{data}/images",
         "optim.batch_size": 4,
     }
     code = run_study(
@@ -145,7 +149,7 @@ def test_real_data_that_passes_the_checks_trains(data, tmp_path):
     )
     assert code == 0, out.getvalue()
     (record,) = Store(tmp_path, "init", "smoke").records()[0]
-    assert {"good_acc_pct", "pairs_acc_pct"} <= set(record["metrics"])
+    assert {"good_acc_pct", "listed_acc_pct"} <= set(record["metrics"])
 
 
 def test_an_empty_data_root_is_named_with_what_it_must_hold(tmp_path):

@@ -4,6 +4,7 @@ import itertools
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -258,3 +259,25 @@ def test_each_source_version_builds_in_its_own_folder(tmp_path, monkeypatch):
     assert other != name and other.startswith("tvconv_cpu_")
     assert kernels.build_directory(name) == tmp_path / name
     assert kernels.build_directory(other) == tmp_path / other
+
+
+def test_a_build_says_when_it_starts_and_ends_and_a_load_says_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    import torch.utils.cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    built = []
+
+    def fake_load(name, build_directory, **_kwargs):
+        (Path(build_directory) / f"{name}.so").write_bytes(b"built")
+        built.append(name)
+        return name
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", fake_load)
+    build = kernels._build.__wrapped__  # past the per-process cache
+    assert build() == kernels.extension_name()
+    err = capsys.readouterr().err
+    assert "TVConv kernel: building" in err and "TVConv kernel: built in" in err
+    build()  # already built: loaded without a word
+    assert len(built) == 2 and capsys.readouterr().err == ""

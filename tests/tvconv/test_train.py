@@ -236,12 +236,12 @@ def test_real_data_runs_through_the_same_engine(real_data):
     root, pairs = real_data
     config = smoke_config()
     config = override(config, f"data.train_root={root}")
-    config = override(config, f"data.benchmarks={pairs}:{root}")
+    config = override(config, f"data.benchmarks=listed={pairs}:{root}")
     check_data_paths(config.data)
     result = fit(config)
     assert result.status == "complete"
-    assert 0 <= result.metrics["pairs_acc_pct"] <= 100
-    assert result.metrics["mean_acc_pct"] == result.metrics["pairs_acc_pct"]
+    assert 0 <= result.metrics["listed_acc_pct"] <= 100
+    assert result.metrics["mean_acc_pct"] == result.metrics["listed_acc_pct"]
 
 
 def test_missing_real_data_paths_fail_fast(tmp_path):

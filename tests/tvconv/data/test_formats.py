@@ -103,7 +103,7 @@ def pair_list(tmp_path):
 def test_pair_list(pair_list):
     path, root = pair_list
     bench = load_pair_list(path, root)
-    assert bench.name == "pairs"
+    assert bench.name == path.parent.name  # a pair list is named after its folder
     assert bench.images.shape == (6, 3, 20, 20)
     assert bench.pairs.shape == (20, 2)
     assert bench.issame.tolist() == [i % 2 == 0 for i in range(20)]

@@ -1,0 +1,98 @@
+"""Saved W&B views, one per study and preset, built from code with ``wandb-workspaces``.
+
+A view shows the study's training runs (filtered on the flat config keys ``study``, ``preset``
+and ``task`` that ``studies.tracking`` writes), grouped by ``cell`` so that each cell's seeds form
+one group, TVConv and depthwise side by side: bar charts of the mean accuracy and of every
+benchmark (mean over seeds, the spread as std), the training curves (``train/loss`` against
+``step``, ``epoch/train_acc_pct`` against ``epoch``) and the cost (MACs, deployed parameters).
+The suite's own statistic, the paired difference, is in the study's summary run
+(``summary-<study>-<preset>``, its ``cells`` table).
+
+``python -m studies views --entity ENTITY`` saves them (needs ``WANDB_API_KEY`` and the network);
+``--dry-run`` only builds them and lists what each holds.
+"""
+
+from __future__ import annotations
+
+from studies.spec import SpecError, list_studies, load_spec
+from studies.tracking import PROJECT, group_name
+from tvconv.data.synthetic import BENCHMARKS
+
+HEADLINES = {"face": "mean_acc_pct", "fundus": "dice_mean_pct"}
+BENCHMARK_METRICS = {  # the embedded data's; a real-data preset's follow the same pattern
+    "face": tuple(f"{name}_acc_pct" for name in BENCHMARKS),
+    "fundus": ("dice_cup_pct", "dice_disc_pct"),
+}
+
+
+def study_view(study: str, preset: str, task: str, entity: str):
+    """The saved view of one study and preset (a ``wandb_workspaces`` Workspace)."""
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+    from wandb_workspaces import expr
+
+    headline = HEADLINES[task]
+    per_cell = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}
+    comparison = [wr.BarPlot(title=f"{headline} by cell", metrics=[headline], **per_cell)]
+    comparison += [
+        wr.BarPlot(title=metric, metrics=[metric], **per_cell) for metric in BENCHMARK_METRICS[task]
+    ]
+    training = [
+        wr.LinePlot(title="training loss", x="step", y=["train/loss"], **per_cell),
+        wr.LinePlot(title="learning rate", x="step", y=["train/lr"]),
+        wr.LinePlot(title="images/s", x="step", y=["train/images_per_s"], **per_cell),
+    ]
+    if task == "face":
+        training.append(
+            wr.LinePlot(title="training accuracy", x="epoch", y=["epoch/train_acc_pct"], **per_cell)
+        )
+    cost = [
+        wr.BarPlot(title="MACs (deployed)", metrics=["macs"], **per_cell),
+        wr.BarPlot(title="parameters (deployed)", metrics=["deployed_params"], **per_cell),
+    ]
+    return ws.Workspace(
+        entity=entity,
+        project=PROJECT,
+        name=f"{group_name(study, preset)}: TVConv vs depthwise",
+        sections=[
+            ws.Section(name="TVConv vs depthwise, per cell", panels=comparison, is_open=True),
+            ws.Section(name="Training", panels=training, is_open=True),
+            ws.Section(name="Cost", panels=cost, is_open=False),
+        ],
+        runset_settings=ws.RunsetSettings(
+            filters=[
+                expr.Config("study") == study,
+                expr.Config("preset") == preset,
+                expr.Config("task") == task,
+            ],
+            groupby=[expr.Config("cell")],
+            pinned_columns=[f"summary:{headline}", "config:model.atom", "config:seed"],
+        ),
+    )
+
+
+def study_views(entity: str, preset: str) -> list:
+    """A view for every training study that has the preset (the profile study has no training
+    runs to compare)."""
+    views = []
+    for name in list_studies():
+        spec = load_spec(name)
+        if spec.task not in HEADLINES or preset not in spec.presets:
+            continue
+        views.append(study_view(name, preset, spec.task, entity))
+    return views
+
+
+def save_views(entity: str, preset: str, dry_run: bool = False) -> int:
+    """Build (and unless ``dry_run`` save) the views; prints one line per view."""
+    if not entity:
+        raise SpecError("--entity is required: the W&B user or team the views are saved to")
+    for view in study_views(entity, preset):
+        settings = view.runset_settings
+        line = f"{view.name}: filter {settings.filters}; grouped by cell"
+        if dry_run:
+            print(f"would save {line}", flush=True)
+            continue
+        view.save()
+        print(f"saved {line}: {view.url}", flush=True)
+    return 0

@@ -1,0 +1,144 @@
+"""The W&B mirror as a reviewer sees it: offline runs of a tiny sweep read back from their
+transaction logs (flat config, tags, group, axes), reused records, the sync command, the offline
+fallback of a sweep without network, and the sweep's log lines off a terminal."""
+
+import io
+import re
+import sys
+
+import pytest
+
+from studies import tracking
+from studies.cli import main
+from studies.runner import run_study
+from studies.spec import load_spec
+from tests.studies.conftest import TINY
+from tests.wandb_log import offline_runs
+
+LONGER = TINY.replace("optim.batch_size: 16", "optim.batch_size: 8\n      optim.epochs: 2")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(tracking, "STEP_EVERY", 2)
+
+
+def sweep(spec_path, results, **kwargs):
+    out = io.StringIO()
+    code = run_study(load_spec(spec_path), "smoke", results, out=out, seeds=[0], **kwargs)
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+def test_training_runs_have_flat_config_tags_group_and_curves(write_spec, tmp_path, offline):
+    results = tmp_path / "results"
+    sweep(write_spec(LONGER), results)
+    runs = {run.config["model.atom"]: run for run in offline_runs(results)}
+    assert set(runs) == {"dw", "tvconv"}
+    run = runs["tvconv"]
+    assert run.group == "tiny/smoke" and run.job_type == "train"
+    assert run.name == "smoke atom=tvconv seed=0"
+    assert set(run.tags) == {"tiny", "smoke", "tvconv"}
+    config = run.config
+    assert {k: config[k] for k in ("study", "preset", "cell", "task", "seed")} == {
+        "study": "tiny",
+        "preset": "smoke",
+        "cell": "atom=tvconv",
+        "task": "face",
+        "seed": 0,
+    }
+    assert re.fullmatch(r"[0-9a-f]{16}", config["run_id"])
+    assert config["model.init"] and config["optim.epochs"] == 2 and config["data.image_size"] > 0
+    assert not any(isinstance(v, dict) for v in config.values()) and "face" not in config
+    assert run.metrics["train/*"] == "step" and run.metrics["epoch/*"] == "epoch"
+    steps = [row for row in run.history if "train/loss" in row]
+    assert [row["step"] for row in steps] == [2, 4, 6, 8]  # 4 steps an epoch, 2 epochs
+    assert all(row["train/lr"] > 0 and row["train/images_per_s"] > 0 for row in steps)
+    epochs = [row for row in run.history if "epoch/loss" in row]
+    assert [row["epoch"] for row in epochs] == [1, 2]
+    assert 0 < run.summary["mean_acc_pct"] < 100 and run.summary["macs"] > 0
+    assert runs["dw"].tags == ["tiny", "smoke", "dw"]
+
+
+def test_reused_records_are_mirrored_into_their_study(write_spec, tmp_path, offline):
+    results = tmp_path / "results"
+    sweep(write_spec(TINY, "tiny"), results)
+    other = TINY.replace("[dw, tvconv]", "[dw]").replace("Tiny:", "Other:")
+    sweep(write_spec(other, "other"), results)
+    (reused,) = [run for run in offline_runs(results) if run.group == "other/smoke"]
+    assert "reused" in reused.tags and reused.config["reused_from"] == "tiny/smoke"
+    assert reused.config["study"] == "other" and 0 < reused.summary["mean_acc_pct"] < 100
+    assert [row["epoch"] for row in reused.history if "epoch/loss" in row] == [1]
+
+
+def test_sync_dry_run_lists_exactly_the_offline_runs(write_spec, tmp_path, offline, capfd):
+    results = tmp_path / "results"
+    assert main(["sync", "--results", str(results), "--dry-run"]) == 0
+    assert "nothing to sync" in capfd.readouterr().out
+    sweep(write_spec(), results)
+    folders = tracking.offline_runs(results)
+    assert len(folders) == 2
+    command = tracking.sync_command(folders, dry_run=True)
+    assert command[:4] == [sys.executable, "-m", "wandb", "sync"] and "--dry-run" in command
+    assert main(["sync", "--results", str(results), "--dry-run"]) == 0
+    out = capfd.readouterr()
+    text = out.out + out.err
+    assert "would upload 2 offline run(s)" in text
+    assert "Would sync 2 run(s)" in text
+    for folder in folders:
+        assert folder.name in text
+
+
+def test_a_sweep_without_network_goes_offline_after_the_first_failure(
+    write_spec, tmp_path, monkeypatch, capfd
+):
+    import wandb
+
+    real_init = wandb.init
+    modes = []
+
+    def init(**kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise TimeoutError("init timed out after 30 s")
+        return real_init(**kwargs)
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setattr(wandb, "init", init)
+    results = tmp_path / "results"
+    sweep(write_spec(), results)
+    assert modes == ["online", "offline", "offline"]  # one wait, then offline at once
+    assert len(offline_runs(results)) == 2
+    err = capfd.readouterr().err
+    assert err.count("this sweep goes on offline") == 1
+    assert not list((results / "wandb").glob(".offline-fallback-*"))  # the marker is the sweep's
+
+
+def test_progress_is_one_line_per_finished_run_off_a_terminal(write_spec, tmp_path):
+    out = sweep(write_spec(), tmp_path / "results")
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(lines) == 2
+    assert re.match(
+        r"\[1/2\] complete +atom=dw seed=0  mean_acc_pct=[\d.]+  \d+s  ETA \d+s", lines[0]
+    )
+    assert re.match(r"\[2/2\] complete +atom=tvconv seed=0  mean_acc_pct=[\d.]+  \d+s$", lines[1])
+
+
+def test_a_saved_view_per_study_groups_its_runs_by_cell(capsys):
+    from studies.views import study_view
+
+    view = study_view("aug", "quick", "face", entity="team")
+    model = view._to_model().model_dump()  # the spec W&B saves, built without the network
+    text = str(model)
+    assert model["project"] == "tvconv-ablations" and model["entity"] == "team"
+    assert "Config(\"study\") == 'aug'" in view.runset_settings.filters
+    assert "Config(\"preset\") == 'quick'" in view.runset_settings.filters
+    grouping = model["spec"]["section"]["run_sets"][0]["grouping"]
+    assert grouping == [{"section": "config", "name": "cell.value"}]
+    for metric in ("mean_acc_pct", "pose_acc_pct", "train/loss", "macs"):
+        assert metric in text
+    assert main(["views", "--entity", "team", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would save aug/quick: TVConv vs depthwise" in out and "profile/" not in out
+    assert main(["views", "--dry-run"]) == 2  # no entity
