@@ -20,11 +20,11 @@ STUDY = $(if $(DATA_ROOT),DATA_ROOT=$(DATA_ROOT) )$(PY) -m studies run --preset 
 ANALYSE = $(PY) -m analysis --preset $(PRESET) --results $(RESULTS)
 # Run a study, then render its tables and figures (also after failed runs: the finished ones
 # are shown; not after a bad spec, exit code 2). The recipe keeps the runner's exit code.
-# With OVERRIDES="task=fundus" the records are those of <study>-fundus.
+# With OVERRIDES="task=fundus" the records are those of the study asked of the fundus task.
 define run_and_render
 	$(STUDY) $(1) $(OVERRIDES); status=$$?; \
 	if [ $$status -ne 2 ]; then \
-		$(ANALYSE) $(1)$(if $(findstring task=fundus,$(OVERRIDES)),-fundus) || exit $$?; \
+		$(ANALYSE) $(1) $(if $(findstring task=fundus,$(OVERRIDES)),--task fundus) || exit $$?; \
 	fi; exit $$status
 endef
 
@@ -53,9 +53,10 @@ setup:  ## create .venv and install torch (TORCH=...) and the package (idempoten
 test: setup  ## run the test suite (installs first if needed)
 	WANDB_MODE=disabled $(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup  ## ruff check + format check
+lint: setup  ## ruff check + format check + the import layers (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from analysis.report import LAYOUT, Report, render, render_layout, update_readme
-from studies.spec import PRESETS, list_studies, load_spec
+from studies.spec import PRESETS, list_studies, load_spec, task_study
 from studies.store import DEFAULT_ROOT, Store
 
 
@@ -23,7 +23,7 @@ def study_names() -> list[str]:
     """Every study, and every question its spec can ask of another task (``<study>-<task>``)."""
     return [
         *list_studies(),
-        *(f"{study}-{task}" for study in list_studies() for task in load_spec(study).tasks),
+        *(task_study(study, task) for study in list_studies() for task in load_spec(study).tasks),
     ]
 
 
@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "studies", nargs="*", metavar="STUDY", help=f"any of: {', '.join(list_studies())}, {LAYOUT}"
     )
     parser.add_argument("--preset", default="quick", choices=PRESETS)
+    parser.add_argument(
+        "--task", help="the studies as asked of this task (fundus: init -> init-fundus)"
+    )
     parser.add_argument("--all", action="store_true", help="every study and preset with records")
     parser.add_argument("--results", type=Path, default=DEFAULT_ROOT, help="results root")
     parser.add_argument("--no-wandb", action="store_true", help="skip the W&B summary run")
@@ -55,6 +58,8 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
             for preset in PRESETS
             if any(Store(args.results, study, preset).runs_dir.glob("*.json"))
         ]
+    if args.task:
+        return [(task_study(study, args.task), args.preset) for study in args.studies]
     return [(study, args.preset) for study in args.studies]
 
 
@@ -73,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.studies and not args.all and args.readme is None:
         parser.error("name a STUDY (or layout), or pass --all or --readme")
-    unknown = [s for s in args.studies if s not in {*study_names(), LAYOUT}]
+    named = [task_study(s, args.task) for s in args.studies] if args.task else args.studies
+    unknown = [s for s in named if s not in {*study_names(), LAYOUT}]
     if unknown:
         known = ", ".join([*list_studies(), LAYOUT])
         parser.error(

@@ -12,7 +12,6 @@ records give the same frame. Nothing is dropped silently: failed and stale runs 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -21,16 +20,17 @@ from pathlib import Path
 import pandas as pd
 
 import tvconv
-from studies.config import flat_config, result_fields
+from studies.config import flat_config
 from studies.spec import as_text
 from studies.store import Store
 from tvconv.affinity import list_initialisers
+from tvconv.config import TVCONV_FIELDS, result_hash
 from tvconv.data.augment import LEVELS
-from tvconv.models import TVCONV_OPTIONS, list_models
+from tvconv.models import list_models
 
 # Fields that only matter for TVConv: a TVConv run is paired with the depthwise run whose config
 # equals its own once these (and the atom) are removed.
-TVCONV_ONLY_FIELDS = ("atom", "select", *TVCONV_OPTIONS)
+TVCONV_ONLY_FIELDS = ("atom", *TVCONV_FIELDS)
 
 # Sort order of the axes (earlier = more significant) and of the values of the categorical ones.
 AXIS_PRIORITY = (
@@ -95,27 +95,26 @@ def task_config(record: dict) -> dict:
     return config.get(record.get("task") or config.get("task"), {}) or {}
 
 
-def baseline_key(config: dict) -> str:
-    """Identifies the depthwise run a TVConv run is compared with: a hash of the config without
-    the seed, the atom and the TVConv-only fields (a dw run's own key is the same)."""
+def baseline_key(task: str, config: dict) -> str:
+    """Identifies the depthwise run a TVConv run is compared with: the result hash
+    (``tvconv.config.result_hash``) of the config without the seed, the atom and the TVConv-only
+    fields (a dw run's own key is the same)."""
     stripped = json.loads(json.dumps(config))
     stripped.pop("seed", None)
     groups = [stripped] + [v for v in stripped.values() if isinstance(v, dict) and "atom" in v]
     for group in groups:  # face: config["model"]; profile: the config itself
         for field in TVCONV_ONLY_FIELDS:
             group.pop(field, None)
-    canonical = json.dumps(stripped, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return result_hash(task or "", stripped, 12)
 
 
 def config_key(record: dict) -> str:
-    """Identifies a record's configuration: a hash of its result-affecting config without the
-    seed (the runs of one cell share it, whatever their labels say)."""
-    task = record.get("task") or (record.get("config") or {}).get("task")
-    fields = result_fields(task, task_config(record))
+    """Identifies a record's configuration: the result hash of its config without the seed (the
+    runs of one cell share it, whatever their labels say)."""
+    task = record.get("task") or (record.get("config") or {}).get("task") or ""
+    fields = dict(task_config(record))
     fields.pop("seed", None)
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return result_hash(task, fields, 12)
 
 
 LABEL_PART = re.compile(r"(?:^| )(\w+)=(.*?)(?= \w+=|$)")
@@ -175,7 +174,7 @@ def record_row(record: dict) -> dict:
         if status != "stale"
         else f"results_version {record.get('results_version')} != {tvconv.RESULTS_VERSION}",
         "results_version": record.get("results_version"),
-        "baseline_key": baseline_key(config),
+        "baseline_key": baseline_key(record.get("task"), config),
         "config_key": config_key(record),
     }
     row.update(flat_config(record.get("task"), {k: v for k, v in config.items() if k != "seed"}))

@@ -25,14 +25,14 @@ from tvconv.data.faces import load_image_folder
 from tvconv.data.synthetic import make_face_train_set
 from tvconv.data.variance import LayoutVariance, layout_variance
 from tvconv.ops import TVConv
-from tvconv.train import ModelConfig, cpu_quick_config
+from tvconv.train import ModelConfig, quick_config
 
 VARIANCE_COLOURS = {"cross": "#0072B2", "intra": "#D55E00"}
 
 
 def synthetic_variances(image_size: int | None = None, seed: int = 0) -> dict[str, LayoutVariance]:
     """Layout diagnostic of the quick preset's training faces and of the layout-free control."""
-    synthetic = cpu_quick_config().data.synthetic
+    synthetic = quick_config().data.synthetic
     if image_size is not None:
         synthetic = replace(synthetic, image_size=image_size)
     synthetic = replace(synthetic, seed=seed)

@@ -29,10 +29,11 @@ from analysis.tables import (
     verdict_table,
 )
 from analysis.verdicts import study_contrasts, verdicts
+from studies.spec import question_of
 from studies.store import Store
 from studies.tracking import Tracker, group_name, summary_id
 from tvconv.metrics import postprocess
-from tvconv.train import cpu_quick_config
+from tvconv.train import quick_config
 
 FACE_FIGURES = {
     "aug": figures.aug_figure,
@@ -145,7 +146,7 @@ def _fundus_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, pd
     usable = complete_runs(frame.runs)
     markdown = table.markdown()
     figure_paths: list[Path] = []
-    question = frame.study.removesuffix("-fundus")
+    question = question_of(frame.study)
     if usable["data.held_out"].nunique() > 1:
         domains = seg_domain_table(frame.runs)
         tables += _write_table(tables_dir, f"{frame.study}_domains", domains, f"{title}: Dice")
@@ -229,7 +230,7 @@ def render_layout(root: Path, real: Path | None = None, image_size: int | None =
     variances = inspect.synthetic_variances(image_size)
     variances.update(inspect.scikit_image_variances())
     if real is not None:
-        size = image_size or cpu_quick_config().data.image_size
+        size = image_size or quick_config().data.image_size
         variances[f"real: {Path(real).name}"] = inspect.real_variance(real, size)
     stem = Path(root) / "figures" / "layout_variance"
     paths = inspect.layout_figure(variances, stem)

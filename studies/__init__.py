@@ -1,1 +1,1 @@
-"""Study specs and the runner that sweeps them (built on ``tvconv``); see DESIGN.md."""
+"""Study specs and the runner that sweeps them (built on ``tvconv``); see docs/ARCHITECTURE.md."""

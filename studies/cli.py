@@ -2,7 +2,7 @@
 ``python -m studies sync [--dry-run]`` (upload the offline W&B runs under the results root),
 ``python -m studies views --entity E [--dry-run]`` (save a W&B view per study: ``studies.views``).
 
-Exit codes (DESIGN.md): 0 done, 1 some runs failed (the others finished), 2 bad
+Exit codes: 0 done, 1 some runs failed (the others finished), 2 bad
 spec/config/arguments (reported before any run starts, nothing written to the store).
 """
 

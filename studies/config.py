@@ -1,72 +1,64 @@
-"""RunConfig: every knob of one run, typed, validated, hashed.
+"""RunConfig: every knob of one run, typed, validated, hashed; the table of tasks.
 
 A run is a face-task training run (``task="face"``: ``tvconv.train.TrainConfig`` under ``face``),
 a fundus segmentation run (``task="fundus"``: ``tvconv.segment.FundusConfig`` under ``fundus``)
-or a profiling measurement (``task="profile"``: ``ProfileConfig`` under ``profile``). Keys are
-dotted paths; a key without the task prefix refers to the run's own task (``model.atom`` means
-``face.model.atom`` in a face study, ``fundus.model.atom`` in a fundus one). Values are parsed
-against the field's type (``tvconv.train.override``); a bad key or value is an error naming both
-and what is allowed.
+or a profiling measurement (``task="profile"``: ``tvconv.profile.ProfileConfig`` under
+``profile``); ``TASKS`` maps each task to its config class, its base presets, what runs it and
+its summary metrics. Keys are dotted paths; a key without the task prefix refers to the run's own
+task (``model.atom`` means ``face.model.atom`` in a face study, ``fundus.model.atom`` in a fundus
+one). Values are parsed against the field's type (``tvconv.config.override``); a bad key or
+value is an error naming both and what is allowed.
 
-``run_id`` (DESIGN.md): the first 16 hex digits of the sha256 of the canonical JSON of the
-result-affecting fields of the run's task, its seed and ``tvconv.RESULTS_VERSION``. Device,
-threads, progress, workers, evaluation batch size and output paths are not part of it, nor are
-TVConv options (and the affinity-map weight decay) of a model without TVConv (``atom`` dw or
-aspp), so a baseline shared by several cells is one run.
+``run_id``: ``tvconv.config.result_hash`` of the run's task config (its result-affecting fields,
+the seed among them, and ``tvconv.RESULTS_VERSION``). Device, threads, progress, workers,
+evaluation batch size and output paths are not part of it, nor are TVConv options (and the
+affinity-map weight decay) of a model without TVConv (``atom`` dw or aspp), so a baseline shared
+by several cells is one run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-import tvconv
-from tvconv import models
-from tvconv.profile import FORMS
-from tvconv.segment import PRESETS as FUNDUS_PRESETS
+from tvconv import profile, segment, train
+from tvconv.config import override, result_hash, to_dict
+from tvconv.profile import ProfileConfig
 from tvconv.segment import FundusConfig
-from tvconv.train import PRESETS as TRAIN_PRESETS
-from tvconv.train import TrainConfig, override, to_dict
-
-TASKS = ("face", "fundus", "profile")
-TRAINING_TASKS = {"face": TRAIN_PRESETS, "fundus": FUNDUS_PRESETS}
-RUNTIME_KEYS = ("device", "threads", "progress", "checkpoint_dir")
-TVCONV_KEYS = ("select", *models.TVCONV_OPTIONS)
+from tvconv.train import TrainConfig
 
 
 @dataclass(frozen=True)
-class ProfileConfig:
-    """One profiling measurement: a registry model (``layer_channels`` = 0) or a single layer
-    (TVConv's cached form vs a depthwise conv of ``layer_channels`` x ``input_size``^2)."""
+class Task:
+    """What the runner needs of a task: its config class, the base presets a study starts
+    from, the function that runs one config, and the metrics a sweep's summary shows."""
 
-    model: str = "mobilenet_v2_x0_1"
-    atom: str = "tvconv"
-    input_size: int = 96
-    form: str = "deploy"
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    threads: tuple[int, ...] = (1, 2)
-    inter_channels: int = 64
-    inter_layers: int = 3
-    layer_channels: int = 0
-    layer_stride: int = 1
-    min_run_time: float = 0.2
+    config: type
+    presets: dict[str, Callable[[], object]]
+    run: Callable
+    summary: tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        if self.model not in models.list_models(task="face"):
-            raise ValueError(
-                f"profile.model={self.model!r} is invalid: expected one of "
-                + ", ".join(models.list_models(task="face"))
-            )
-        if self.atom not in models.ATOMS:
-            raise ValueError(f"profile.atom={self.atom!r} is invalid: expected dw or tvconv")
-        if self.form not in FORMS:
-            raise ValueError(f"profile.form={self.form!r} is invalid: expected train or deploy")
-        if not self.batch_sizes or not self.threads:
-            raise ValueError("profile.batch_sizes and profile.threads must not be empty")
-        if self.layer_stride not in (1, 2):
-            raise ValueError(f"profile.layer_stride={self.layer_stride!r}: expected 1 or 2")
+    @property
+    def trains(self) -> bool:
+        return bool(self.presets)
+
+
+TASKS = {
+    "face": Task(TrainConfig, train.PRESETS, train.fit, ("mean_acc_pct", "mean_auc_pct")),
+    "fundus": Task(
+        FundusConfig,
+        segment.PRESETS,
+        segment.fit_fundus,
+        ("dice_cup_pct", "dice_disc_pct", "hd95_cup_px", "hd95_disc_px"),
+    ),
+    "profile": Task(
+        ProfileConfig,
+        {},
+        profile.run,
+        ("macs", "deployed_params", "latency_ms_b1_t1", "ratio_b1_t1"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -89,41 +81,13 @@ class RunConfig:
     def seed(self) -> int:
         return self.fundus.seed if self.task == "fundus" else self.face.seed
 
-    def result_affecting(self) -> dict:
-        """The fields that define the run's result (what ``run_id`` hashes)."""
-        return {"task": self.task, self.task: result_fields(self.task, to_dict(self.section))}
-
     @property
     def run_id(self) -> str:
-        payload = {
-            "config": self.result_affecting(),
-            "results_version": tvconv.RESULTS_VERSION,
-        }
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return result_hash(self.task, to_dict(self.section))
 
     def to_dict(self) -> dict:
         """The active task's full config (for the record)."""
         return {"task": self.task, self.task: to_dict(self.section)}
-
-
-def result_fields(task: str, fields: dict) -> dict:
-    """A task config as JSON (``to_dict`` of its section, or a record's) without the fields that
-    do not affect the result: runtime settings, and TVConv options of a model without TVConv."""
-    fields = json.loads(json.dumps(fields))
-    if task == "profile":
-        return fields
-    for key in RUNTIME_KEYS:
-        fields.pop(key, None)
-    fields.get("eval", {}).pop("batch_size", None)
-    if task == "face":
-        fields.get("data", {}).pop("workers", None)
-    if fields.get("model", {}).get("atom") != "tvconv":
-        for key in TVCONV_KEYS:
-            fields.get("model", {}).pop(key, None)
-        if task == "face":
-            fields.get("optim", {}).pop("affinity_weight_decay", None)
-    return fields
 
 
 def flat_config(task: str, fields: dict, prefix: str = "") -> dict:
@@ -147,8 +111,8 @@ def flat_config(task: str, fields: dict, prefix: str = "") -> dict:
 def base_config(task: str, preset: str) -> RunConfig:
     """The starting point of a preset: a tvconv.train (face) or tvconv.segment (fundus)
     preset."""
-    if task in TRAINING_TASKS:
-        presets = TRAINING_TASKS[task]
+    presets = TASKS[task].presets
+    if presets:
         if preset not in presets:
             raise ValueError(
                 f"base preset {preset!r} is invalid: expected one of {', '.join(presets)}"
@@ -182,6 +146,6 @@ def assign(config: RunConfig, key: str, value: object) -> RunConfig:
 
 def with_threads(config: RunConfig, threads: int) -> RunConfig:
     """Pin the torch threads of a training run (not part of the run_id)."""
-    if config.task not in TRAINING_TASKS:
+    if not TASKS[config.task].trains:
         return config
     return replace(config, **{config.task: replace(config.section, threads=threads)})

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from studies.runner import SUMMARY_METRICS, execute_run, record_base, threads_per_job
+from studies.config import TASKS
+from studies.execute import execute_run, new_record, threads_per_job
 from studies.spec import Run
 from studies.store import Store
 
@@ -58,7 +59,7 @@ class _Progress:
         text = f"[{finished}/{self.total}] {status:8s} {run.cell} seed={run.seed}"
         record = Store(self.root, run.study, run.preset).read(run.run_id) if self.root else None
         if status == "complete" and record:
-            key = SUMMARY_METRICS[run.config.task][0]
+            key = TASKS[run.config.task].summary[0]
             value = (record.get("metrics") or {}).get(key)
             if isinstance(value, (int, float)):
                 text += f"  {key}={value:.4g}"
@@ -98,9 +99,9 @@ def _record_failure(run: Run, root: Path, error: BaseException) -> None:
     process holds the run (then it is theirs to finish)."""
     store = Store(root, run.study, run.preset)
     if store.status(run.run_id) == "missing" and store.is_unlocked(run.run_id):
-        record = record_base(run, {})
-        record.update(status="failed", metrics={}, error=f"worker failed: {error!r}")
-        store.write(record)
+        store.write(
+            new_record(run, {}, status="failed", metrics={}, error=f"worker failed: {error!r}")
+        )
 
 
 def launch_local(runs: list[Run], root: Path, jobs: int, options: dict, out=sys.stdout) -> None:

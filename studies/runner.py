@@ -1,231 +1,32 @@
-"""Execute runs into the store: one run (``execute_run``), and a whole sweep (``run_study``).
+"""A whole sweep into the store (``run_study``); one run is ``studies.execute.execute_run``.
 
-``execute_run`` is what a worker (local process, SLURM job) does for one run: take the run's lock,
-re-check the store (another runner may have finished it meanwhile), log a start event, train or
-profile, write the record atomically, release the lock. An exception becomes a ``failed`` record
-with its traceback; KeyboardInterrupt propagates (the lock is released, no record is written).
-
-``run_study`` plans the sweep (skip completed runs; ``retry_failed`` and ``force`` as named),
-launches the missing runs, shows sweep progress and prints a summary table (mean +/- std over
-seeds per cell). Exit codes: 0 all runs complete, 1 some failed (the others finished).
+``run_study`` checks every run's config first (``check_runs``), plans the sweep (skip completed
+runs; ``retry_failed`` and ``force`` as named), copies what other studies hold, launches the
+missing runs (``studies.launch``), shows sweep progress and prints a summary table (mean +/- std
+over seeds per cell). Exit codes: 0 all runs complete, 1 some failed (the others finished).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import traceback
-from dataclasses import is_dataclass, replace
+from dataclasses import is_dataclass
 from pathlib import Path
 
-import torch
-
-import tvconv
-from studies.config import RunConfig, with_threads
+from studies.config import TASKS
+from studies.execute import git_sha
+from studies.launch import launch_local, launch_slurm
 from studies.spec import Run, Spec, SpecError, select_cells
-from studies.store import SCHEMA_VERSION, Store
-from studies.tracking import Tracker, sweep_fallback, track_run
-from tvconv import models, profile, segment
-from tvconv.train import (
-    check_batch_size,
-    check_data,
-    check_model,
-    fit,
-    save_checkpoint,
-    to_dict,
-)
-
-SUMMARY_METRICS = {
-    "face": ("mean_acc_pct", "mean_auc_pct"),
-    "fundus": ("dice_cup_pct", "dice_disc_pct", "hd95_cup_px", "hd95_disc_px"),
-    "profile": ("macs", "deployed_params", "latency_ms_b1_t1", "ratio_b1_t1"),
-}
-
-
-def git_sha() -> str | None:
-    """The repository's commit (with ``+dirty`` for uncommitted changes), or None outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha + ("+dirty" if dirty.strip() else "")
-
-
-# ------------------------------------------------------------------------------------ one run
-
-
-def _profile_run(config: RunConfig) -> dict:
-    """Counts and latency of one model (or one layer) configuration."""
-    settings = config.profile
-    if settings.layer_channels:
-        rows = [
-            row
-            for threads in settings.threads
-            for row in profile.benchmark_layer_grid(
-                channels=(settings.layer_channels,),
-                resolutions=(settings.input_size,),
-                batch_sizes=settings.batch_sizes,
-                strides=(settings.layer_stride,),
-                threads=threads,
-                min_run_time=settings.min_run_time,
-            )
-        ]
-        metrics = {f"ratio_b{r['batch_size']}_t{r['threads']}": r["ratio"] for r in rows}
-        return {"metrics": metrics, "latency": rows}
-    options = {}
-    if settings.atom == "tvconv":
-        options = {"inter_channels": settings.inter_channels, "inter_layers": settings.inter_layers}
-    model = models.create(
-        settings.model, atom=settings.atom, input_size=settings.input_size, **options
-    )
-    counted = tvconv.deploy(copy.deepcopy(model)) if settings.form == "deploy" else model
-    checked = profile.cross_check_macs(counted)
-    macs = checked["analytic"]
-    params = profile.count_params(model)
-    rows = profile.measure_latency(
-        model,
-        batch_sizes=settings.batch_sizes,
-        threads=settings.threads,
-        form=settings.form,
-        min_run_time=settings.min_run_time,
-    )
-    metrics = {
-        "macs": macs["macs"],
-        "flops": macs["flops"],
-        "generator_macs": macs["generator_macs"],
-        "trainable_params": params["trainable_params"],
-        "deployed_params": params["deployed_params"],
-        "deployed_bytes": params["deployed_bytes"],
-        "macs_fvcore": checked["fvcore"]["macs"],
-        "macs_ptflops": checked["ptflops"]["macs"],
-        "macs_flop_counter": checked["flop_counter"]["macs"],
-        "macs_stock": profile.count_macs_stock(counted),
-        "counters_agree": checked["agree"],
-    }
-    for row in rows:
-        suffix = f"b{row['batch_size']}_t{row['threads']}"
-        metrics[f"latency_ms_{suffix}"] = row["latency_ms"]
-        metrics[f"images_per_s_{suffix}"] = row["images_per_s"]
-    return {"metrics": metrics, "latency": rows}
-
-
-def record_base(run: Run, environment: dict) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "results_version": tvconv.RESULTS_VERSION,
-        "run_id": run.run_id,
-        "study": run.study,
-        "preset": run.preset,
-        "cell": run.cell,
-        "seed": run.seed,
-        "task": run.config.task,
-        "config": run.config.to_dict(),
-        "environment": environment,
-        "started": time.time(),
-    }
-
-
-def execute_run(
-    run: Run,
-    root: str | Path,
-    threads: int,
-    force: bool = False,
-    sha: str | None = None,
-    retry_failed: bool = False,
-) -> str:
-    """Execute one run into the store; returns complete | failed | skipped (locked by another
-    runner, or finished by one since the sweep was planned)."""
-    store = Store(Path(root), run.study, run.preset)
-    if not store.try_lock(run.run_id):
-        return "skipped"
-    try:
-        status = store.status(run.run_id)
-        if not (force or status == "missing" or (status == "failed" and retry_failed)):
-            return "skipped"
-        store.log_event(
-            {
-                "event": "start",
-                "run_id": run.run_id,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
-        )
-        torch.set_num_threads(threads)
-        environment = {"git_sha": sha, "host": socket.gethostname(), "threads": threads}
-        record = record_base(run, environment)
-        tracker = track_run(Path(root), run)
-        try:
-            record.update(_execute(run, store, threads, tracker))
-        except Exception:
-            record.update(status="failed", error=traceback.format_exc(), metrics={})
-        record["finished"] = time.time()
-        store.write(record)
-        tracker.finish(record.get("metrics", {}), failed=record["status"] == "failed")
-        return record["status"]
-    finally:
-        store.unlock(run.run_id)
-
-
-def _execute(run: Run, store: Store, threads: int, tracker: Tracker) -> dict:
-    config = run.config
-    if config.task == "profile":
-        measured = _profile_run(config)
-        tracker.log(measured["metrics"])
-        return {"status": "complete", **measured, "error": None}
-    checkpoints = store.folder / "checkpoints" / run.run_id
-    settings = replace(
-        with_threads(config, threads).section, progress=False, checkpoint_dir=str(checkpoints)
-    )
-    train = segment.fit_fundus if config.task == "fundus" else fit
-    result = train(settings, on_epoch_end=tracker.epoch, on_step=tracker.step)
-    if result.status == "complete":
-        # the face task keeps the backbone (the head holds the training identities)
-        network = result.model.backbone if config.task == "face" else result.model
-        for folder, content in (("models", network.state_dict()), ("examples", result.examples)):
-            if content is not None:  # atomic: a reader never sees half a file
-                save_checkpoint(store.folder / folder / f"{run.run_id}.pt", content)
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        params = profile.count_params(network)
-        result.metrics.update(
-            macs=profile.count_macs(tvconv.deploy(copy.deepcopy(network)))["macs"],
-            generator_macs=profile.count_macs(network)["generator_macs"],
-            trainable_params=params["trainable_params"],
-            deployed_params=params["deployed_params"],
-        )
-    return {
-        "status": result.status,
-        "error": result.reason,
-        "metrics": result.metrics,
-        "history": result.history,
-        "timings": result.timings,
-        "environment_run": result.environment,
-    }
-
-
-# ------------------------------------------------------------------------------------ a sweep
+from studies.store import Store
+from studies.tracking import sweep_fallback, track_run
+from tvconv import profile, segment
+from tvconv.config import to_dict
+from tvconv.train import check_batch_size, check_data, check_model
 
 
 def plan(runs: list[Run], store: Store, force: bool, retry_failed: bool) -> list[Run]:
@@ -309,21 +110,11 @@ def check_runs(runs: list[Run], out=None) -> None:
                 probed = {"model": to_dict(fundus.model), "size": fundus.data.image_size}
                 once("model", probed, lambda fundus=fundus: segment.check_model(fundus))
             else:
-                once("model", to_dict(config.profile), lambda c=config.profile: check_profile(c))
+                once("model", to_dict(config.profile), lambda c=config.profile: profile.check(c))
         except ValueError as error:
             raise SpecError(f"run {run.cell} seed={run.seed}: {error}") from None
         if out is not None and time.perf_counter() - started > 5 and number % 10 == 0:
             print(f"checked {number}/{len(runs)} runs", file=out, flush=True)
-
-
-def check_profile(settings) -> None:
-    """A profiling run's model built at its input size (layer runs need no model)."""
-    if settings.layer_channels:
-        return
-    options = {}
-    if settings.atom == "tvconv":
-        options = {"inter_channels": settings.inter_channels, "inter_layers": settings.inter_layers}
-    models.check_buildable(settings.model, settings.atom, settings.input_size, **options)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -339,7 +130,7 @@ def _mean_std(values: list[float]) -> str:
 
 def summary_table(spec: Spec, runs: list[Run], store: Store) -> str:
     """Markdown-like table: per cell, n complete / failed and mean +/- std over seeds."""
-    metrics = SUMMARY_METRICS[spec.task]
+    metrics = TASKS[spec.task].summary
     cells: dict[str, list[dict]] = {}
     for run in runs:
         cells.setdefault(run.cell, []).append(store.read(run.run_id) or {})
@@ -384,10 +175,6 @@ def wait_for_other_runners(runs: list[Run], store: Store, out, poll_s: float = 2
             print(f"waiting for {len(busy)} run(s) executed by another runner", file=out)
             announced = True
         time.sleep(poll_s)
-
-
-def threads_per_job(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def run_study(
@@ -461,8 +248,6 @@ def _launch(
     out,
 ) -> list[Run]:
     """Copy what other studies hold, execute the rest; returns the runs executed."""
-    from studies.launch import launch_local, launch_slurm  # launch imports this module
-
     if not force:
         executed = reuse_records(todo, store)
         if len(executed) < len(todo):

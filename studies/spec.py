@@ -12,7 +12,7 @@ and ``presets``::
       - zip: {model.inter_channels: [8, 64], model.inter_layers: [0, 3]}  # zipped
     presets:
       smoke: {base: smoke, seeds: [0], overrides: {optim.epochs: 1}}
-      quick: {base: cpu-quick, seeds: [0, 1, 2]}
+      quick: {base: quick, seeds: [0, 1, 2]}
       paper: {base: paper, seeds: [0, 1, 2], grid: [...]}   # a preset may replace the grid
 
 A face study can also be asked of the fundus task (``task=fundus`` on the command line) when
@@ -160,7 +160,7 @@ class Spec:
                 kept["grid"] = section["grid"]
             presets[preset] = {**kept, **(section.get("presets") or {}).get(preset, {})}
         return Spec(
-            name=f"{self.name}-{task}",  # its own store folder and W&B group: init-fundus
+            name=task_study(self.name, task),  # its own store folder and W&B group
             path=self.path,
             description=self.description,
             task=task,
@@ -399,6 +399,20 @@ def _expand_block(block: object, where: str) -> list[dict]:
 
 def spec_path(name: str) -> Path:
     return SPEC_DIR / f"{name}.yaml"
+
+
+def task_study(study: str, task: str) -> str:
+    """The name of ``study`` asked of another task (``init`` on ``fundus``: ``init-fundus``):
+    its own store folder, W&B group and tables."""
+    return f"{study}-{task}"
+
+
+def question_of(name: str) -> str:
+    """The study a (possibly task-switched) study name asks (``init-fundus`` -> ``init``)."""
+    for study in list_studies():
+        if name == study or any(name == task_study(study, t) for t in load_spec(study).tasks):
+            return study
+    return name
 
 
 def list_studies() -> list[str]:

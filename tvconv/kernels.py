@@ -1,8 +1,8 @@
 """Fast kernels behind TVConv's core op, chosen per device, with the eager path as fallback.
 
 - ``cpp`` (CPU, float32/float64): ``csrc/translation_variant.cpp``, built on first use with
-  ``torch.utils.cpp_extension`` (about 50 s on 2 cores; cached under ``TORCH_EXTENSIONS_DIR``, one
-  folder per source version, CPU, torch and Python version, shared by every checkout; a build
+  ``torch.utils.cpp_extension`` (cached under ``TORCH_EXTENSIONS_DIR``, one folder per source
+  version, CPU, torch and Python version, shared by every checkout; a build
   lock that its holder's death releases, ``build_lock``). Channels-last activations and weights
   packed as (H, k, k, W, C), so every tap is one long contiguous multiply-add; 3x3 taps fused
   into one pass per output row; padding never materialised; NCHW inputs read in place (rows
@@ -10,21 +10,7 @@
 - ``eager``: shift-and-accumulate over the k*k taps in PyTorch ops (``tvconv.ops``); any device
   and dtype. The CUDA path (no per-pixel-kernel op in cuDNN).
 
-The choice, measured side by side by ``make bench-kernels`` (2-core Xeon, MobileNetV2-face x0.1
-layer shapes at 96 px, batch 32, ratio to ``F.conv2d(groups=C)``): the eager taps took a median
-6.0x (worst 13.7x), since each tap reads and writes the whole output; a first C++ kernel in the
-NCHW layout still 3.9x (its inner loops ran over one short row of one channel); the
-channels-last kernel 1.4x (worst 2.5x; at batch 1 0.4x), with training steps at 1.6x and 1.41x
-the depthwise conv's peak memory; after fusing four images per weight load, 1.0-1.1x (worst 1.9x,
-2.4x in one noisy run) against the channels-last depthwise conv. NCHW inputs first went through
-a channels-last copy, whose allocation (page faults) and memory round trip made them up to
-3.1x; reading them in place through a per-thread ring of transposed rows brought them to a
-median 0.7-0.8x (worst 1.3x) against PyTorch's NCHW depthwise conv, with bit-identical outputs.
-torch.compile was not used on CPU: it recompiles per layer shape (17 per model) and needs the
-same compiler as the extension. On an H200 the eager taps took 4-20x cuDNN's depthwise time at
-batch 32-256 (launch-bound: 9 small kernels per call); torch.compile of the tap loop (Triton)
-took 0.69x and 1.05x on the two shapes it compiled at batch 256, fp32 (benchmarks/gpu_check.py):
-the way to a fast CUDA path, not wired in yet.
+Why this choice, with the ratios ``make bench-kernels`` measured: README.md, "Kernels".
 
 ``TVCONV_KERNEL`` = ``auto`` (default: ``cpp`` where it applies and builds), ``cpp`` (fail if it
 cannot build) or ``eager``. A failed build warns once and falls back to ``eager``.

@@ -1,7 +1,7 @@
 """Face-verification metrics in the paper's protocol, plus threshold-free numbers.
 
-``verification_accuracy`` follows PAPER.md section 5: embeddings are L2-normalised; for each of the
-10 folds, the mean embedding of the other 9 folds (left and right images together) is subtracted
+``verification_accuracy`` follows the paper's protocol: embeddings are L2-normalised; for each of
+the 10 folds, the mean embedding of the other 9 folds (left and right images together) is subtracted
 from every embedding, which is then renormalised; the score of a pair is the squared L2 distance;
 the threshold is picked on the 9 folds from a grid of 2 * steps + 1 values over [-3, 3] (the
 mean of all thresholds reaching the best accuracy), and the accuracy measured on the held-out fold.
@@ -18,15 +18,18 @@ For optic cup / disc segmentation (bool masks (N, H, W), or (N, 2, H, W) for cup
 ``postprocess`` thresholds probabilities and optionally keeps the largest connected component
 (``connected_components``, ``largest_component``) and fills holes (``fill_holes``);
 ``segmentation_metrics`` reports Dice (``dice``), HD95 and the symmetric average surface distance
-(``hd95_asd``, on the border pixels given by ``surface``), in pixels.
+(``hd95_asd``, on the border pixels given by ``surface``), in pixels. The image operations are
+``scipy.ndimage``'s (labelling, hole filling, erosion, the exact Euclidean distance transform).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 PROTOCOLS = ("clean", "official")
 THRESHOLD_STEPS = 10_000
@@ -139,44 +142,38 @@ def _check_masks(masks: torch.Tensor, name: str = "masks") -> None:
         )
 
 
-def _neighbourhood_max(labels: torch.Tensor, connectivity: int) -> torch.Tensor:
-    """Maximum of each pixel and its 4- or 8-neighbours; outside the image counts as 0."""
-    padded = F.pad(labels, (1, 1, 1, 1))
-    rows = torch.maximum(torch.maximum(padded[:, :, :-2], padded[:, :, 1:-1]), padded[:, :, 2:])
-    if connectivity == 8:
-        return torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
-    columns = torch.maximum(padded[:, :-2, 1:-1], padded[:, 2:, 1:-1])
-    return torch.maximum(rows[:, 1:-1], columns)
+STRUCTURES = {  # the 4- and 8-neighbourhoods
+    4: ndimage.generate_binary_structure(2, 1),
+    8: ndimage.generate_binary_structure(2, 2),
+}
+
+
+def _per_image(operation, masks: torch.Tensor) -> torch.Tensor:
+    """``operation`` (a numpy bool image -> bool image) applied to each mask (N, H, W)."""
+    images = masks.numpy(force=True)
+    result = np.stack([operation(image) for image in images]) if len(images) else images.copy()
+    return torch.from_numpy(result).to(masks.device)
 
 
 def connected_components(masks: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
     """Labels (N, H, W) int64 of the 4- or 8-connected components of bool ``masks`` (N, H, W).
 
-    Background is 0; each component gets a positive label, unique within its image but not
-    consecutive (the flat index + 1 of one of its pixels). Every foreground pixel starts with its
-    own flat index + 1 and takes the maximum over its neighbourhood until nothing changes; after
-    each step a pixel also takes the label of the pixel its label points to (pointer jumping), so
-    labels travel along long thin shapes much faster than one pixel per step. Images drop out of
-    the batch as soon as their labels stop changing.
+    Background is 0; each component is labelled with the flat index + 1 of its last pixel in
+    raster order: unique within its image, not consecutive, and independent of how components
+    are found (``scipy.ndimage.label``).
     """
     _check_masks(masks)
     if connectivity not in CONNECTIVITIES:
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     count, height, width = masks.shape
-    dtype = torch.int32 if height * width < 2**31 - 1 else torch.int64  # int32 is faster
-    pixel_ids = torch.arange(1, height * width + 1, dtype=dtype, device=masks.device)
-    labels = torch.where(masks, pixel_ids.view(1, height, width), 0)
-    result = torch.empty_like(labels)
-    active = torch.arange(count, device=masks.device)
-    active_masks = masks
-    while len(active) > 0:
-        flat = _neighbourhood_max(labels, connectivity).view(len(active), -1)
-        jumped = flat.gather(1, (flat.long() - 1).clamp_(min=0)).view_as(labels)
-        updated = torch.where(active_masks, jumped, 0)
-        changed = (updated != labels).flatten(1).any(dim=1)
-        result[active[~changed]] = labels[~changed]
-        active, labels, active_masks = active[changed], updated[changed], active_masks[changed]
-    return result.long()
+    pixel_ids = np.arange(1, height * width + 1, dtype=np.int64).reshape(height, width)
+    result = np.zeros((count, height, width), dtype=np.int64)
+    for index, mask in enumerate(masks.cpu().numpy()):
+        labels, found = ndimage.label(mask, structure=STRUCTURES[connectivity])
+        if found:
+            last = ndimage.maximum(pixel_ids, labels, index=np.arange(1, found + 1))
+            result[index] = np.concatenate([[0], np.asarray(last, dtype=np.int64)])[labels]
+    return torch.from_numpy(result).to(masks.device)
 
 
 def largest_component(masks: torch.Tensor) -> torch.Tensor:
@@ -195,12 +192,10 @@ def largest_component(masks: torch.Tensor) -> torch.Tensor:
 
 
 def fill_holes(masks: torch.Tensor) -> torch.Tensor:
-    """Bool masks (N, H, W) with every background pixel not 4-connected to the border filled."""
+    """Bool masks (N, H, W) with every background pixel not 4-connected to the border filled
+    (``scipy.ndimage.binary_fill_holes``)."""
     _check_masks(masks)
-    background = F.pad(~masks, (1, 1, 1, 1), value=True)
-    labels = connected_components(background, connectivity=4)
-    outside = labels == labels[:, :1, :1]
-    return ~outside[:, 1:-1, 1:-1]
+    return _per_image(lambda mask: ndimage.binary_fill_holes(mask, STRUCTURES[4]), masks)
 
 
 def postprocess(
@@ -235,10 +230,7 @@ def surface(masks: torch.Tensor) -> torch.Tensor:
     Pixels outside the image count as background, so foreground on the image edge is surface.
     """
     _check_masks(masks)
-    padded = F.pad(masks, (1, 1, 1, 1))
-    interior = (
-        padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
-    )
+    interior = _per_image(lambda mask: ndimage.binary_erosion(mask, STRUCTURES[4]), masks)
     return masks & ~interior
 
 
@@ -254,20 +246,10 @@ def dice(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * overlap / total.clamp(min=1), 1.0)
 
 
-# Pairs of points per block of distances in _nearest_distances, bounding its memory.
-DISTANCE_BLOCK = 1 << 22
-
-
-def _nearest_distances(points: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance from each of ``points`` (P, 2) to the nearest of ``others`` (Q, 2)."""
-    rows = max(1, DISTANCE_BLOCK // others.shape[0])
-    exact = "donot_use_mm_for_euclid_dist"  # the matrix-product shortcut is not exact
-    return torch.cat(
-        [
-            torch.cdist(block, others, compute_mode=exact).min(dim=1).values
-            for block in points.split(rows)
-        ]
-    )
+def _distances_to(points: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each True pixel of ``points`` (raster order) to the nearest True
+    pixel of ``others`` (exact: ``scipy.ndimage.distance_transform_edt``)."""
+    return ndimage.distance_transform_edt(~others)[points]
 
 
 def hd95_asd(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,20 +273,17 @@ def hd95_asd(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
     hd95 = torch.zeros(count, dtype=torch.float64)
     asd = torch.zeros(count, dtype=torch.float64)
     diagonal = math.hypot(height, width)
-    for index, (predicted_surface, target_surface) in enumerate(
-        zip(surface(prediction).cpu(), surface(target).cpu(), strict=True)
+    for index, (predicted, expected) in enumerate(
+        zip(surface(prediction).numpy(force=True), surface(target).numpy(force=True), strict=True)
     ):
-        predicted_points = predicted_surface.nonzero().double()
-        target_points = target_surface.nonzero().double()
-        if len(predicted_points) == 0 or len(target_points) == 0:
-            if len(predicted_points) + len(target_points) > 0:
+        if not predicted.any() or not expected.any():
+            if predicted.any() or expected.any():
                 hd95[index] = asd[index] = diagonal
             continue
-        distances = torch.cat(
-            [
-                _nearest_distances(predicted_points, target_points),
-                _nearest_distances(target_points, predicted_points),
-            ]
+        distances = torch.from_numpy(
+            np.concatenate(
+                [_distances_to(predicted, expected), _distances_to(expected, predicted)]
+            ).astype(np.float64)
         )
         hd95[index] = torch.quantile(distances, 0.95)
         asd[index] = distances.mean()

@@ -1,8 +1,8 @@
 """Training and evaluation engine for the fundus task: optic cup / disc segmentation.
 
-``fit_fundus(config)`` follows PAPER.md section 7, leave-one-domain-out: train on the ``train``
+``fit_fundus(config)`` follows the paper's protocol, leave-one-domain-out: train on the ``train``
 splits of three domains, test on the ``test`` split of the held-out one (``data.held_out``). Data
-are the embedded synthetic domains (``tvconv.data.synthetic.make_fundus_domains``) or real folders
+are the embedded synthetic domains (``tvconv.data.synthetic_fundus``) or real folders
 (``data.root``, see ``tvconv.data.fundus``). The model is a registry segmenter (DeepLabV3+
 MobileNetV2, atom aspp | dw | tvconv); the loss BCE on the two sigmoid outputs (cup, disc), plus
 ``optim.dice_weight`` x soft Dice; Adam with the lr multiplied by ``gamma`` at the milestones
@@ -15,8 +15,8 @@ Reported beside them, as a floor a model must clear: ``prior_dice_*_pct``, the D
 training masks' per-pixel majority (one fixed mask for every test image), which is high on
 layout-aligned data (an empty prediction scores 0).
 
-Seeds, checkpoints, resuming, devices, amp and torchrun work as in ``tvconv.train``, whose
-helpers this module shares. CLI: ``python -m tvconv.segment [--preset cpu-quick|smoke|paper]
+Seeds, checkpoints, resuming, devices, amp and torchrun are the engine's (``tvconv._engine``),
+shared with ``tvconv.train``. CLI: ``python -m tvconv.segment [--preset quick|smoke|paper]
 [key=value ...] [--out result.json]``.
 """
 
@@ -28,44 +28,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tvconv import affinity, models
+from tvconv import _engine as engine
+from tvconv import models
+from tvconv._engine import FitResult, RunSettings, check_schedule
+from tvconv.config import fail, int_at_least, number_at_least, positive_int
 from tvconv.convert import check_select, deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FundusSet, to_model_input
 from tvconv.data.fundus import DOMAINS, LAYOUT, load_fundus_domains
-from tvconv.data.synthetic import make_fundus_domains, stream
+from tvconv.data.synthetic_fundus import make_fundus_domains
 from tvconv.metrics import postprocess, segmentation_metrics
-from tvconv.ops import NORMS
-from tvconv.train import (
-    CHECKPOINT,
-    FitResult,
-    _autocast,
-    _check_runtime,
-    _check_schedule,
-    _epoch_batches,
-    _fail,
-    _fingerprint,
-    _finite_everywhere,
-    _number_at_least,
-    _positive_int,
-    _progress,
-    _resume,
-    _save_epoch,
-    _start_runtime,
-    _steps_per_epoch,
-    _timings,
-    environment,
-    lr_at,
-    run_cli,
-    step_row,
-    to_dict,
-)
+from tvconv.ops import TVConvOptions
 
 EXAMPLES = 4  # test images kept with their predictions for the analysis figure
 
@@ -82,57 +61,42 @@ class FundusDataConfig:
     augment: str = "none"
 
     def __post_init__(self) -> None:
-        _positive_int("data.image_size", self.image_size)
+        positive_int("data.image_size", self.image_size)
         if self.image_size < 32 or self.image_size % 16:
-            _fail("data.image_size", self.image_size, "a multiple of 16, at least 32 (OS 16)")
+            fail("data.image_size", self.image_size, "a multiple of 16, at least 32 (OS 16)")
         if self.held_out not in DOMAINS:
-            _fail("data.held_out", self.held_out, f"one of {DOMAINS}")
-        _number_at_least("data.synthetic_scale", self.synthetic_scale, 1e-6)
-        if not isinstance(self.synthetic_seed, int) or self.synthetic_seed < 0:
-            _fail("data.synthetic_seed", self.synthetic_seed, "an int >= 0")
+            fail("data.held_out", self.held_out, f"one of {DOMAINS}")
+        number_at_least("data.synthetic_scale", self.synthetic_scale, 1e-6)
+        int_at_least("data.synthetic_seed", self.synthetic_seed, 0)
         Augmentation(self.augment)  # raises on a bad spec
 
 
 @dataclass(frozen=True)
-class FundusModelConfig:
-    """Segmenter, ASPP atom and TVConv options (ignored unless atom=tvconv)."""
+class FundusModelConfig(TVConvOptions):
+    """Segmenter, ASPP atom, insertion sites and the TVConv options (``TVConvOptions``,
+    inherited as flat keys; ignored unless atom=tvconv)."""
 
     name: str = "deeplabv3plus_mobilenet_v2"
     atom: str = "tvconv"
     select: str = "all"
-    affinity_channels: int = 4
-    inter_channels: int = 64
-    inter_layers: int = 3
-    norm: str = "ln"
-    bias: bool = False
-    init: str = "ones"
-    generator: bool = True
     backbone_weights: str | None = None
 
     def __post_init__(self) -> None:
         names = models.list_models(task="fundus")
         if self.name not in names:
-            _fail("model.name", self.name, f"one of {', '.join(names)}")
+            fail("model.name", self.name, f"one of {', '.join(names)}")
         atoms = models.model_atoms(self.name)
         if self.atom not in atoms:
-            _fail("model.atom", self.atom, f"one of {', '.join(atoms)}")
+            fail("model.atom", self.atom, f"one of {', '.join(atoms)}")
         try:
             check_select(self.select)
         except ValueError as error:
             raise ValueError(f"model.{error}") from None
-        if self.norm not in NORMS:
-            _fail("model.norm", self.norm, f"one of {', '.join(NORMS)}")
-        if self.init not in affinity.list_initialisers():
-            _fail("model.init", self.init, f"one of {', '.join(affinity.list_initialisers())}")
-        for key in ("affinity_channels", "inter_channels"):
-            _positive_int(f"model.{key}", getattr(self, key))
-        if not isinstance(self.inter_layers, int) or self.inter_layers < 0:
-            _fail("model.inter_layers", self.inter_layers, "an int >= 0")
+        self.check_options("model.")
 
     def tvconv_options(self) -> dict:
-        if self.atom != "tvconv":
-            return {}
-        return {name: getattr(self, name) for name in ("select", *models.TVCONV_OPTIONS)}
+        """The keyword arguments ``models.create`` takes for the TVConv sites (none otherwise)."""
+        return {"select": self.select, **self.options()} if self.atom == "tvconv" else {}
 
 
 @dataclass(frozen=True)
@@ -150,17 +114,14 @@ class FundusOptimConfig:
     dice_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive_int("optim.epochs", self.epochs)
-        _positive_int("optim.batch_size", self.batch_size)
-        _number_at_least("optim.lr", self.lr, 0.0)
-        _number_at_least("optim.weight_decay", self.weight_decay, 0.0)
-        _number_at_least("optim.dice_weight", self.dice_weight, 0.0)
-        _check_schedule(self.schedule, self.milestones)
+        positive_int("optim.epochs", self.epochs)
+        positive_int("optim.batch_size", self.batch_size)
+        number_at_least("optim.lr", self.lr, 0.0)
+        number_at_least("optim.weight_decay", self.weight_decay, 0.0)
+        number_at_least("optim.dice_weight", self.dice_weight, 0.0)
+        check_schedule(self.schedule, self.milestones)
         if not 0 < self.gamma <= 1:
-            _fail("optim.gamma", self.gamma, "a number in (0, 1]")
-
-    def milestone_epochs(self) -> list[int]:
-        return [round(m * self.epochs) for m in self.milestones]
+            fail("optim.gamma", self.gamma, "a number in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -173,43 +134,27 @@ class FundusEvalConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
-            _fail("eval.threshold", self.threshold, "a number in (0, 1)")
-        _positive_int("eval.batch_size", self.batch_size)
+            fail("eval.threshold", self.threshold, "a number in (0, 1)")
+        positive_int("eval.batch_size", self.batch_size)
 
 
 @dataclass(frozen=True)
-class FundusConfig:
+class FundusConfig(RunSettings):
     """Every knob of one fundus run. Defaults follow the paper (256 px, Adam, 41 epochs)."""
 
     data: FundusDataConfig = field(default_factory=FundusDataConfig)
     model: FundusModelConfig = field(default_factory=FundusModelConfig)
     optim: FundusOptimConfig = field(default_factory=FundusOptimConfig)
     eval: FundusEvalConfig = field(default_factory=FundusEvalConfig)
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "off"
-    threads: int | None = None
-    progress: bool | None = None
-    checkpoint_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_runtime(self)
-
-    def fingerprint(self) -> str:
-        """Hash of the result-affecting fields (not device, threads, progress, paths)."""
-        return _fingerprint(self, "eval.batch_size")
+    TASK: ClassVar[str] = "fundus"
 
 
-def cpu_quick_config(**model_options) -> FundusConfig:
+def quick_config(**model_options) -> FundusConfig:
     """The documented CPU configuration: synthetic domains at 96 px and half the paper's split
     sizes, the x0.35 segmenter with a small generator (inter 16, 1 inter layer), flips and colour
     jitter, BCE + Dice, Adam 2e-3 with a cosine schedule, 8 epochs of batch 8.
 
-    Measured on 2 cores (TVConv, scored on the test splits of held-out domains 2 and 3, so the
-    recipe was chosen on data the seg study reports): BCE alone left the small cup below
-    the image-blind layout prior (cup Dice 42 vs 52); adding the Dice loss reached 67, and the
-    colour jitter lifted the cup on domain 3 from 64 to 74 (prior 66), the domain shift being
-    mostly one of colour. 30 to 70 s per run (1 thread, two runs sharing 2 cores)."""
+    How it was chosen (on the test splits the seg study reports): README.md, "Segmentation"."""
     return FundusConfig(
         data=FundusDataConfig(image_size=96, synthetic_scale=0.5, augment="hflip,color:0.3"),
         model=FundusModelConfig(
@@ -238,7 +183,7 @@ def smoke_config(**model_options) -> FundusConfig:
     )
 
 
-PRESETS = {"cpu-quick": cpu_quick_config, "smoke": smoke_config, "paper": FundusConfig}
+PRESETS = {"quick": quick_config, "smoke": smoke_config, "paper": FundusConfig}
 
 
 # ------------------------------------------------------------------------------------ data
@@ -248,7 +193,7 @@ def check_paths(config: FundusConfig) -> None:
     """Fail fast on a data root or backbone weights that cannot work (before any run starts)."""
     weights = config.model.backbone_weights
     if weights is not None and not Path(weights).is_file():
-        _fail("model.backbone_weights", weights, "an existing local state-dict file")
+        fail("model.backbone_weights", weights, "an existing local state-dict file")
     check_data_paths(config.data)
 
 
@@ -364,116 +309,74 @@ def evaluate_fundus(
 # ------------------------------------------------------------------------------------ fit
 
 
+class FundusTask:
+    """The fundus task's part of the epoch loop (``tvconv._engine.TrainingTask``): batches of
+    the three training domains, augmentation applied to images and masks alike, BCE (+ Dice)."""
+
+    def __init__(self, config: FundusConfig, train: FundusSet, device) -> None:
+        self.config, self.train, self.device = config, train, device
+        self.augment = Augmentation(config.data.augment)
+
+    def batches(self, local: torch.Tensor):
+        return iter(local)
+
+    def inputs(self, chunk: torch.Tensor, augment_rng: torch.Generator) -> tuple:
+        images, masks = self.augment.with_masks(
+            to_model_input(self.train.images[chunk]), self.train.masks[chunk], augment_rng
+        )
+        images, masks = images.to(self.device), masks.to(self.device)
+        return (images,), masks, images.shape[0]
+
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return segmentation_loss(logits.float(), masks, self.config.optim.dice_weight)
+
+    def after_step(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        pass  # no statistic of its own
+
+    def epoch_metrics(self) -> dict:
+        return {}
+
+    def evaluate_epoch(self) -> dict:
+        return {}
+
+
 def fit_fundus(
     config: FundusConfig,
     on_epoch_end: Callable[[dict], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train and evaluate one leave-one-domain-out run (see the module docstring)."""
-    start = time.perf_counter()
-    runtime = _start_runtime(config)
-    torch.manual_seed(config.seed)
-    train, test = load_split_data(config.data)
-    data_seconds = time.perf_counter() - start
-
+    start, runtime, (train, test), data_seconds = engine.begin(
+        config, lambda: load_split_data(config.data)
+    )
     model = build_model(config).to(runtime.device)
-    if config.model.atom == "tvconv" and affinity.is_data_driven(config.model.init):
-        order = torch.randperm(len(train), generator=stream(config.seed, "affinity-sample"))
-        sample = to_model_input(train.images[order[:256]]).to(runtime.device)
-        affinity.initialise_from_data(model, sample)
+    engine.initialise_affinity(
+        config, model, len(train), lambda indices: train.images[indices], runtime.device
+    )
     optim = config.optim
     optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    scaler = torch.amp.GradScaler(enabled=config.amp == "fp16")
-    fingerprint = config.fingerprint()
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    history, first_epoch = _resume(checkpoint, fingerprint, model, optimizer, scaler)
-    net = nn.parallel.DistributedDataParallel(model) if runtime.world_size > 1 else model
-
-    steps_per_epoch = _steps_per_epoch(len(train), optim.batch_size)
-    augment = Augmentation(config.data.augment)
-    status, reason = "complete", None
-    progress = _progress(
-        config, runtime, optim.epochs * steps_per_epoch, first_epoch * steps_per_epoch
+    task = FundusTask(config, train, runtime.device)
+    trained = engine.train(
+        config, runtime, model, optimizer, task, len(train), on_epoch_end, on_step
     )
-    train_start = time.perf_counter()
-    for epoch in range(first_epoch, optim.epochs):
-        epoch_start = time.perf_counter()
-        local, augment_rng = _epoch_batches(
-            config.seed, epoch, len(train), optim.batch_size, runtime
-        )
-        net.train()
-        loss_sum = seen = 0.0
-        for step, chunk in enumerate(local):
-            global_step = epoch * steps_per_epoch + step
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(optim, global_step, steps_per_epoch)
-            images, masks = augment.with_masks(
-                to_model_input(train.images[chunk]), train.masks[chunk], augment_rng
-            )
-            images, masks = images.to(runtime.device), masks.to(runtime.device)
-            with _autocast(config, runtime.device):
-                logits = net(images)
-            loss = segmentation_loss(logits.float(), masks, optim.dice_weight)
-            if not _finite_everywhere(loss, runtime):
-                status = "failed"
-                reason = f"non-finite loss at epoch {epoch + 1}, step {step + 1}"
-                break
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_value = loss.item()
-            loss_sum += loss_value * images.shape[0]
-            seen += images.shape[0]
-            if on_step is not None and runtime.is_main:
-                on_step(step_row(global_step, steps_per_epoch, loss_value, optimizer, images))
-            progress.update()
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
-        if status == "failed":
-            break
-        seconds = time.perf_counter() - epoch_start
-        row = {
-            "epoch": epoch + 1,
-            "loss": loss_sum / seen,
-            "lr": lr_at(optim, (epoch + 1) * steps_per_epoch - 1, steps_per_epoch),
-            "seconds": seconds,
-            "images_per_s": seen * runtime.world_size / seconds,
-        }
-        history.append(row)
-        if checkpoint is not None and runtime.is_main:
-            _save_epoch(checkpoint, fingerprint, epoch + 1, model, optimizer, scaler, history)
-        if on_epoch_end is not None and runtime.is_main:
-            on_epoch_end(row)
-    progress.close()
-    train_seconds = time.perf_counter() - train_start
 
     eval_start = time.perf_counter()
     metrics: dict = {}
     examples = None
-    if status == "complete" and runtime.is_main:
+    if trained.status == "complete" and runtime.is_main:
         deployed = deploy(copy.deepcopy(model))
         metrics, probabilities = evaluate_fundus(deployed, test, config.eval, runtime.device)
         prior = segmentation_metrics(prior_masks(train.masks).expand_as(test.masks), test.masks)
         for structure in ("cup", "disc"):
             metrics[f"prior_dice_{structure}_pct"] = prior[f"dice_{structure}_pct"]
-        metrics["train_loss"] = history[-1]["loss"]
+        metrics["train_loss"] = trained.history[-1]["loss"]
         examples = {
             "images": test.images[:EXAMPLES].clone(),
             "masks": test.masks[:EXAMPLES].clone(),
             "probabilities": (probabilities[:EXAMPLES] * 255).round().to(torch.uint8),
         }
-    if runtime.world_size > 1:
-        dist.barrier()
-    return FitResult(
-        status=status,
-        reason=reason,
-        metrics=metrics,
-        history=history,
-        timings=_timings(start, data_seconds, train_seconds, eval_start),
-        environment=environment(runtime),
-        config=to_dict(config),
-        model=model,
-        examples=examples,
+    return engine.result(
+        config, runtime, trained, metrics, start, data_seconds, eval_start, model, examples
     )
 
 
@@ -485,14 +388,14 @@ PRIOR_KEYS = ("prior_dice_cup_pct", "prior_dice_disc_pct")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(
+    return engine.run_cli(
         argv,
         prog="python -m tvconv.segment",
         description="Train and evaluate one leave-one-domain-out fundus segmentation run.",
         presets=PRESETS,
         example="model.atom=dw data.held_out=3 optim.epochs=4",
         check=check_paths,
-        train=fit_fundus,
+        fit=fit_fundus,
         summary_keys=lambda metrics: [k for k in SUMMARY_KEYS if k in metrics] + list(PRIOR_KEYS),
     )
 

@@ -20,37 +20,27 @@ run trains with DistributedDataParallel (gloo on CPU, nccl on GPU), the global b
 ranks (rank r takes its slice of every global batch, so the samples seen per step do not depend on
 the number of ranks).
 
-CLI: ``python -m tvconv.train [--preset cpu-quick|smoke] [key=value ...] [--out result.json]``.
+CLI: ``python -m tvconv.train [--preset quick|smoke|paper] [key=value ...] [--out result.json]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import copy
-import dataclasses
-import hashlib
-import json
-import math
-import os
-import platform
 import sys
-import tempfile
 import time
-import types
-import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-import tvconv
-from tvconv import affinity, models
+from tvconv import _engine as engine
+from tvconv import models
+from tvconv._engine import FitResult, RunSettings, check_schedule
+from tvconv.config import fail, int_at_least, number_at_least, positive_int
 from tvconv.convert import check_select, deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, to_model_input
@@ -60,64 +50,9 @@ from tvconv.data.faces import (
     parse_benchmarks,
     scan_image_folder,
 )
-from tvconv.data.synthetic import SyntheticFacesConfig, load_synthetic_faces, stream
+from tvconv.data.synthetic import SyntheticFacesConfig, load_synthetic_faces
 from tvconv.metrics import PROTOCOLS, roc_metrics, verification_accuracy
-from tvconv.ops import NORMS
-
-SCHEDULES = ("multistep", "cosine")
-AMP_MODES = ("off", "bf16", "fp16")
-CHECKPOINT = "checkpoint.pt"
-
-
-def _fail(key: str, value: object, expected: str) -> None:
-    raise ValueError(f"{key}={value!r} is invalid: expected {expected}")
-
-
-def _positive_int(key: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        _fail(key, value, "a positive int")
-
-
-def _number_at_least(key: str, value: object, low: float) -> None:
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < low
-    ):
-        _fail(key, value, f"a finite number >= {low}")
-
-
-def _check_schedule(schedule: str, milestones: tuple[float, ...]) -> None:
-    if schedule not in SCHEDULES:
-        _fail("optim.schedule", schedule, f"one of {', '.join(SCHEDULES)}")
-    if not all(0 < m <= 1 for m in milestones) or list(milestones) != sorted(milestones):
-        _fail("optim.milestones", milestones, "increasing fractions in (0, 1]")
-
-
-def _check_runtime(config: object) -> None:
-    """The top-level keys every training config shares: seed, amp, threads, device."""
-    if not isinstance(config.seed, int) or config.seed < 0:
-        _fail("seed", config.seed, "an int >= 0")
-    if config.amp not in AMP_MODES:
-        _fail("amp", config.amp, f"one of {', '.join(AMP_MODES)}")
-    if config.threads is not None:
-        _positive_int("threads", config.threads)
-    if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
-        _fail("device", config.device, "auto, cpu or cuda[:N]")
-
-
-def _fingerprint(config: object, *dropped: str) -> str:
-    """Hash of a training config's result-affecting fields: all but device, threads, progress,
-    paths and the ``dropped`` dotted keys (e.g. ``data.workers``)."""
-    fields = to_dict(config)
-    for key in ("device", "threads", "progress", "checkpoint_dir"):
-        fields.pop(key)
-    for key in dropped:
-        group, name = key.split(".")
-        fields[group].pop(name)
-    payload = json.dumps({"config": fields, "version": tvconv.RESULTS_VERSION}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+from tvconv.ops import TVConvOptions
 
 
 @dataclass(frozen=True)
@@ -127,7 +62,9 @@ class DataConfig:
     (``tvconv.data.faces.parse_benchmarks``; the name defaults to the ``.bin`` stem or the pair
     list's folder). ``workers`` decode the real training tree (``cached_image_folder``) or, with
     the cache off, each batch. ``image_size``
-    is the one input size: ``synthetic.image_size`` always follows it."""
+    is the one input size: ``synthetic.image_size`` follows it (setting it is refused)."""
+
+    DERIVED: ClassVar[dict[str, str]] = {"synthetic.image_size": "image_size"}  # ``override``
 
     image_size: int = 96
     synthetic: SyntheticFacesConfig = field(default_factory=SyntheticFacesConfig)
@@ -137,30 +74,23 @@ class DataConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        _positive_int("data.image_size", self.image_size)
+        positive_int("data.image_size", self.image_size)
         if self.synthetic.image_size != self.image_size:  # one input size for data and model
             object.__setattr__(
                 self, "synthetic", replace(self.synthetic, image_size=self.image_size)
             )
         Augmentation(self.augment)  # raises on a bad spec
-        if not isinstance(self.workers, int) or self.workers < 0:
-            _fail("data.workers", self.workers, "an int >= 0")
+        int_at_least("data.workers", self.workers, 0)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Backbone, atom and TVConv options (ignored for atom=dw), embedding and AM-Softmax head."""
+class ModelConfig(TVConvOptions):
+    """Backbone, atom, insertion sites and the TVConv options (``TVConvOptions``, inherited as
+    flat keys; ignored for atom=dw), embedding and AM-Softmax head."""
 
     name: str = "mobilenet_v2_x0_1"
     atom: str = "tvconv"
     select: str = "all"
-    affinity_channels: int = 4
-    inter_channels: int = 64
-    inter_layers: int = 3
-    norm: str = "ln"
-    bias: bool = False
-    init: str = "ones"
-    generator: bool = True
     dropout: float = 0.0
     embedding_size: int = 512
     margin: float = 0.35
@@ -168,31 +98,23 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.name not in models.list_models(task="face"):
-            _fail("model.name", self.name, "one of " + ", ".join(models.list_models(task="face")))
+            fail("model.name", self.name, "one of " + ", ".join(models.list_models(task="face")))
         if self.atom not in models.ATOMS:
-            _fail("model.atom", self.atom, f"one of {', '.join(models.ATOMS)}")
+            fail("model.atom", self.atom, f"one of {', '.join(models.ATOMS)}")
         try:
             check_select(self.select)
         except ValueError as error:
             raise ValueError(f"model.{error}") from None
-        if self.norm not in NORMS:
-            _fail("model.norm", self.norm, f"one of {', '.join(NORMS)}")
-        if self.init not in affinity.list_initialisers():
-            _fail("model.init", self.init, f"one of {', '.join(affinity.list_initialisers())}")
-        for key in ("affinity_channels", "inter_channels", "embedding_size"):
-            _positive_int(f"model.{key}", getattr(self, key))
-        if not isinstance(self.inter_layers, int) or self.inter_layers < 0:
-            _fail("model.inter_layers", self.inter_layers, "an int >= 0")
+        self.check_options("model.")
+        positive_int("model.embedding_size", self.embedding_size)
         if not 0 <= self.dropout < 1:
-            _fail("model.dropout", self.dropout, "a number in [0, 1)")
-        _number_at_least("model.margin", self.margin, 0.0)
-        _number_at_least("model.scale", self.scale, 1e-6)
+            fail("model.dropout", self.dropout, "a number in [0, 1)")
+        number_at_least("model.margin", self.margin, 0.0)
+        number_at_least("model.scale", self.scale, 1e-6)
 
     def tvconv_options(self) -> dict:
-        if self.atom != "tvconv":
-            return {}
-        names = ("select", *models.TVCONV_OPTIONS)
-        return {name: getattr(self, name) for name in names}
+        """The keyword arguments ``models.create`` takes for the TVConv sites (none for dw)."""
+        return {"select": self.select, **self.options()} if self.atom == "tvconv" else {}
 
 
 @dataclass(frozen=True)
@@ -212,18 +134,15 @@ class OptimConfig:
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive_int("optim.epochs", self.epochs)
-        _positive_int("optim.batch_size", self.batch_size)
-        _number_at_least("optim.lr", self.lr, 0.0)
-        _number_at_least("optim.weight_decay", self.weight_decay, 0.0)
-        _check_schedule(self.schedule, self.milestones)
+        positive_int("optim.epochs", self.epochs)
+        positive_int("optim.batch_size", self.batch_size)
+        number_at_least("optim.lr", self.lr, 0.0)
+        number_at_least("optim.weight_decay", self.weight_decay, 0.0)
+        check_schedule(self.schedule, self.milestones)
         if not 0 <= self.momentum < 1 or not 0 < self.gamma <= 1:
-            _fail("optim.momentum/gamma", (self.momentum, self.gamma), "[0, 1) and (0, 1]")
+            fail("optim.momentum/gamma", (self.momentum, self.gamma), "[0, 1) and (0, 1]")
         if not 0 <= self.label_smoothing < 1:
-            _fail("optim.label_smoothing", self.label_smoothing, "a number in [0, 1)")
-
-    def milestone_epochs(self) -> list[int]:
-        return [round(m * self.epochs) for m in self.milestones]
+            fail("optim.label_smoothing", self.label_smoothing, "a number in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -239,36 +158,24 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            _fail("eval.protocol", self.protocol, f"one of {', '.join(PROTOCOLS)}")
-        _positive_int("eval.batch_size", self.batch_size)
-        _positive_int("eval.threshold_steps", self.threshold_steps)
+            fail("eval.protocol", self.protocol, f"one of {', '.join(PROTOCOLS)}")
+        positive_int("eval.batch_size", self.batch_size)
+        positive_int("eval.threshold_steps", self.threshold_steps)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunSettings):
     """Every knob of one face-task run. Defaults follow the paper (96 px, 38 epochs, batch 512);
-    ``cpu_quick_config()`` is the documented CPU configuration."""
+    ``quick_config()`` is the documented CPU configuration."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "off"
-    threads: int | None = None
-    progress: bool | None = None
-    checkpoint_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_runtime(self)
-
-    def fingerprint(self) -> str:
-        """Hash of the result-affecting fields (not device, threads, progress, paths)."""
-        return _fingerprint(self, "data.workers")
+    TASK: ClassVar[str] = "face"
 
 
-def cpu_quick_config(**model_options) -> TrainConfig:
+def quick_config(**model_options) -> TrainConfig:
     """The documented CPU configuration (the quick preset's base), chosen from depthwise runs
     alone (README, "The quick testbed"): 32 px synthetic faces (50 identities x 16 images;
     benchmarks of 200 unseen identities, 6,000 pairs each; the data drawn from the run's seed),
@@ -301,82 +208,7 @@ def smoke_config(**model_options) -> TrainConfig:
     )
 
 
-PRESETS = {"cpu-quick": cpu_quick_config, "smoke": smoke_config, "paper": TrainConfig}
-
-
-# ------------------------------------------------------------------------------------ config io
-
-
-def to_dict(config: object) -> dict:
-    """A (nested) config dataclass as plain JSON-ready data."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def _convert(text: str, annotation: object, key: str) -> object:
-    """Parse ``text`` as a value of the field type ``annotation``."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(text, inner, key)
-    if origin is tuple:
-        items = [item for item in text.split(",") if item.strip()]
-        return tuple(_convert(item.strip(), args[0], key) for item in items)
-    if annotation is bool:
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            _fail(key, text, "true or false")
-        return text.lower() in ("true", "1", "yes")
-    try:
-        return annotation(text)
-    except ValueError:
-        _fail(key, text, f"a value of type {annotation.__name__}")
-    raise AssertionError("unreachable")
-
-
-def override(config: object, assignment: str) -> object:
-    """A copy of ``config`` with ``"group.key=value"`` applied (typed by the field's annotation;
-    an unknown key is an error naming the known ones)."""
-    key, sep, text = assignment.partition("=")
-    if not sep:
-        raise ValueError(f"override {assignment!r} is not of the form key=value")
-    head, _, rest = key.strip().partition(".")
-    hints = typing.get_type_hints(type(config))
-    names = [f.name for f in dataclasses.fields(config)]
-    if head not in names:
-        raise ValueError(f"unknown key {key!r}; expected one of {', '.join(names)}")
-    current = getattr(config, head)
-    if rest:
-        if not dataclasses.is_dataclass(current):
-            raise ValueError(f"unknown key {key!r}: {head} has no sub-keys")
-        return replace(config, **{head: override(current, f"{rest}={text}")})
-    if dataclasses.is_dataclass(current):
-        fields = ", ".join(f"{head}.{f.name}" for f in dataclasses.fields(current))
-        raise ValueError(f"key {key!r} is a group; set one of {fields}")
-    return replace(config, **{head: _convert(text.strip(), hints[head], key)})
-
-
-# ------------------------------------------------------------------------------------ results
-
-
-@dataclass
-class FitResult:
-    status: str
-    metrics: dict
-    history: list[dict]
-    timings: dict
-    environment: dict
-    config: dict
-    reason: str | None = None
-    model: nn.Module | None = field(default=None, repr=False)
-    examples: dict | None = field(default=None, repr=False)  # fundus: test images + predictions
-
-    def to_record(self) -> dict:
-        """Everything but the model and the examples, JSON-ready."""
-        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        record.pop("model")
-        record.pop("examples")
-        return record
+PRESETS = {"quick": quick_config, "smoke": smoke_config, "paper": TrainConfig}
 
 
 class FaceRecognizer(nn.Module):
@@ -389,75 +221,6 @@ class FaceRecognizer(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images), labels)
-
-
-# ------------------------------------------------------------------------------------ runtime
-
-
-@dataclass
-class _Runtime:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _start_runtime(config: TrainConfig) -> _Runtime:
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    if config.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(config.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={config.device!r} but CUDA is not available")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return _Runtime(device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if config.optim.batch_size % world_size:
-        raise ValueError(
-            f"optim.batch_size={config.optim.batch_size} must be divisible by the number of "
-            f"ranks ({world_size})"
-        )
-    return _Runtime(device, rank, world_size)
-
-
-def environment(runtime: _Runtime) -> dict:
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(runtime.device),
-        "cuda_device": torch.cuda.get_device_name(runtime.device)
-        if runtime.device.type == "cuda"
-        else None,
-        "threads": torch.get_num_threads(),
-        "world_size": runtime.world_size,
-    }
-
-
-def _finite_everywhere(loss: torch.Tensor, runtime: _Runtime) -> bool:
-    """Whether the loss is finite on every rank (so that all ranks stop together)."""
-    finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
-    if runtime.world_size > 1:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    return bool(finite.item())
-
-
-def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    if config.amp == "off":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -484,7 +247,7 @@ def check_data_paths(config: DataConfig) -> list[BenchmarkSource]:
     """Fail fast on real-data settings that cannot work: the benchmark entries (named, no name
     twice) and the paths only (see ``check_data`` for the contents); returns the benchmarks."""
     if config.benchmarks and config.train_root is None:
-        _fail(
+        fail(
             "data.benchmarks",
             ",".join(config.benchmarks),
             "no benchmarks without data.train_root: the synthetic data brings its own "
@@ -492,7 +255,7 @@ def check_data_paths(config: DataConfig) -> list[BenchmarkSource]:
             "data.train_root too, or drop data.benchmarks)",
         )
     if config.train_root is not None and not config.benchmarks:
-        _fail("data.benchmarks", config.benchmarks, "benchmark files when data.train_root is set")
+        fail("data.benchmarks", config.benchmarks, "benchmark files when data.train_root is set")
     if config.train_root is not None and not Path(config.train_root).is_dir():
         raise ValueError(
             f"data.train_root={config.train_root!r} does not exist; expected "
@@ -547,7 +310,7 @@ def check_model(config: TrainConfig) -> None:
 
 def check_batch_size(batch_size: int, images: int) -> None:
     if batch_size > images:
-        _fail("optim.batch_size", batch_size, f"at most the {images} training images")
+        fail("optim.batch_size", batch_size, f"at most the {images} training images")
 
 
 def check_config(config: TrainConfig) -> None:
@@ -597,15 +360,6 @@ def _optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.SGD:
     return torch.optim.SGD(
         groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
     )
-
-
-def lr_at(optim: OptimConfig, step: int, steps_per_epoch: int) -> float:
-    """Learning rate of global step ``step`` (0-based)."""
-    if optim.schedule == "cosine":
-        total = optim.epochs * steps_per_epoch
-        return optim.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-    passed = sum(step >= m * steps_per_epoch for m in optim.milestone_epochs())
-    return optim.lr * optim.gamma**passed
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -723,119 +477,46 @@ def floors(
     return metrics
 
 
-# ------------------------------------------------------------------------------------ checkpoints
+class FaceTask:
+    """The face task's part of the epoch loop (``tvconv._engine.TrainingTask``): batches of the
+    training set, flip/shift augmentation, the AM-Softmax loss, and the training accuracy (the
+    margin removed: argmax of cos(theta))."""
 
+    def __init__(self, config: TrainConfig, model: FaceRecognizer, train, benchmarks, device):
+        self.config, self.model, self.train, self.benchmarks = config, model, train, benchmarks
+        self.device = device
+        self.augment = Augmentation(config.data.augment)
+        self.correct = self.seen = 0.0
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: a temp file in the same folder, fsynced, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
+    def batches(self, local: torch.Tensor) -> Iterator:
+        return _batch_images(self.train, local, self.config.data.workers)
 
+    def inputs(self, batch, augment_rng: torch.Generator) -> tuple[tuple, torch.Tensor, int]:
+        images, labels = batch
+        x = _as_input(self.augment(to_model_input(images), augment_rng), self.device)
+        labels = labels.to(self.device)
+        return (x, labels), labels, labels.shape[0]
 
-def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["fingerprint"] != fingerprint:
-        raise ValueError(
-            f"checkpoint {path} belongs to another configuration ({state['fingerprint']}, this "
-            f"run is {fingerprint}); remove it or use another checkpoint_dir"
-        )
-    return state
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        smoothing = self.config.optim.label_smoothing
+        return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
 
+    def after_step(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        cosine_logits = logits.detach().float()
+        head = self.model.head
+        cosine_logits[torch.arange(labels.shape[0]), labels] += head.scale * head.margin
+        self.correct += (cosine_logits.argmax(dim=1) == labels).sum().item()
+        self.seen += labels.shape[0]
 
-def _resume(
-    checkpoint: Path | None, fingerprint: str, model: nn.Module, optimizer, scaler
-) -> tuple[list[dict], int]:
-    """Load the state of an interrupted run into model, optimizer and scaler; returns its
-    history and the epoch to continue from (([], 0) when there is none)."""
-    if checkpoint is None or not (state := load_checkpoint(checkpoint, fingerprint)):
-        return [], 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    return state["history"], state["epoch"]
+    def epoch_metrics(self) -> dict:
+        accuracy = 100.0 * self.correct / self.seen
+        self.correct = self.seen = 0.0
+        return {"train_acc_pct": accuracy}
 
-
-def _save_epoch(
-    checkpoint: Path, fingerprint: str, epoch: int, model: nn.Module, optimizer, scaler, history
-) -> None:
-    save_checkpoint(
-        checkpoint,
-        {
-            "fingerprint": fingerprint,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "history": history,
-        },
-    )
-
-
-# ------------------------------------------------------------------------------------ fit
-
-
-def _steps_per_epoch(images: int, batch_size: int) -> int:
-    steps = images // batch_size
-    if steps == 0:
-        raise ValueError(f"optim.batch_size={batch_size} exceeds the {images} training images")
-    return steps
-
-
-def _epoch_batches(
-    seed: int, epoch: int, images: int, batch_size: int, runtime: _Runtime
-) -> tuple[torch.Tensor, torch.Generator]:
-    """This rank's sample indices of every step of ``epoch`` (steps, local batch) and the
-    epoch's augmentation generator; reseeds torch (dropout: the same stream when resumed)."""
-    torch.manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(images, generator=stream(seed, f"order-{epoch}"))
-    augment_rng = stream(seed, f"augment-{epoch}-rank{runtime.rank}")
-    steps = _steps_per_epoch(images, batch_size)
-    local_batch = batch_size // runtime.world_size
-    global_batches = order[: steps * batch_size].view(steps, -1)
-    local = global_batches[:, runtime.rank * local_batch : (runtime.rank + 1) * local_batch]
-    return local, augment_rng
-
-
-def step_row(
-    global_step: int, steps_per_epoch: int, loss: float, optimizer, batch: torch.Tensor
-) -> dict:
-    """What ``on_step`` receives: the step (from 1), the epoch as a fraction, the loss, the
-    learning rate and the images of the step (on every rank)."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    return {
-        "step": global_step + 1,
-        "epoch": (global_step + 1) / steps_per_epoch,
-        "loss": loss,
-        "lr": optimizer.param_groups[0]["lr"],
-        "images": batch.shape[0] * world,
-    }
-
-
-def _timings(start: float, data_seconds: float, train_seconds: float, eval_start: float) -> dict:
-    return {
-        "data_seconds": data_seconds,
-        "train_seconds": train_seconds,
-        "eval_seconds": time.perf_counter() - eval_start,
-        "total_seconds": time.perf_counter() - start,
-    }
-
-
-def _progress(config: TrainConfig, runtime: _Runtime, total: int, initial: int) -> tqdm:
-    enabled = sys.stderr.isatty() if config.progress is None else config.progress
-    return tqdm(
-        total=total,
-        initial=initial,
-        disable=not (enabled and runtime.is_main),
-        unit="step",
-        dynamic_ncols=True,
-        leave=False,
-    )
+    def evaluate_epoch(self) -> dict:
+        if not self.config.eval.every_epoch:
+            return {}
+        return evaluate(self.model.backbone, self.benchmarks, self.config.eval, self.device)
 
 
 def fit(
@@ -845,180 +526,56 @@ def fit(
 ) -> FitResult:
     """Train and evaluate one run (see the module docstring). ``on_epoch_end(history_row)`` is
     called after each epoch (after its checkpoint is written), ``on_step(row)`` after each step
-    (``step_row``)."""
-    start = time.perf_counter()
-    runtime = _start_runtime(config)
-    torch.manual_seed(config.seed)
-    train, benchmarks = load_data(config.data, config.seed)
-    data_seconds = time.perf_counter() - start
-
+    (``tvconv._engine.step_row``)."""
+    start, runtime, (train, benchmarks), data_seconds = engine.begin(
+        config, lambda: load_data(config.data, config.seed)
+    )
     model = channels_last(build_model(config, train.num_classes).to(runtime.device))
-    if config.model.atom == "tvconv" and affinity.is_data_driven(config.model.init):
-        order = torch.randperm(len(train), generator=stream(config.seed, "affinity-sample"))
-        sample = torch.stack([train[int(i)][0] for i in order[:256]])
-        affinity.initialise_from_data(model.backbone, to_model_input(sample).to(runtime.device))
+    engine.initialise_affinity(
+        config,
+        model.backbone,
+        len(train),
+        lambda indices: torch.stack([train[int(i)][0] for i in indices]),
+        runtime.device,
+    )
     floor_metrics = {}
     if config.eval.floors and runtime.is_main:  # before training (and before any resume)
         floor_metrics = floors(model.backbone, benchmarks, config.eval, runtime.device)
-    optimizer = _optimizer(model, config.optim)
-    scaler = torch.amp.GradScaler(enabled=config.amp == "fp16")
-    fingerprint = config.fingerprint()
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    history, first_epoch = _resume(checkpoint, fingerprint, model, optimizer, scaler)
-    net = (
-        nn.parallel.DistributedDataParallel(model, device_ids=None)
-        if runtime.world_size > 1
-        else model
+    task = FaceTask(config, model, train, benchmarks, runtime.device)
+    trained = engine.train(
+        config,
+        runtime,
+        model,
+        _optimizer(model, config.optim),
+        task,
+        len(train),
+        on_epoch_end,
+        on_step,
     )
-
-    optim = config.optim
-    steps_per_epoch = _steps_per_epoch(len(train), optim.batch_size)
-    augment = Augmentation(config.data.augment)
-    status, reason = "complete", None
-    progress = _progress(
-        config, runtime, optim.epochs * steps_per_epoch, first_epoch * steps_per_epoch
-    )
-    train_start = time.perf_counter()
-    for epoch in range(first_epoch, optim.epochs):
-        epoch_start = time.perf_counter()
-        local, augment_rng = _epoch_batches(
-            config.seed, epoch, len(train), optim.batch_size, runtime
-        )
-        net.train()
-        loss_sum = correct = seen = 0.0
-        for step, (images, labels) in enumerate(_batch_images(train, local, config.data.workers)):
-            global_step = epoch * steps_per_epoch + step
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(optim, global_step, steps_per_epoch)
-            x = _as_input(augment(to_model_input(images), augment_rng), runtime.device)
-            labels = labels.to(runtime.device)
-            with _autocast(config, runtime.device):
-                logits = net(x, labels)
-                loss = F.cross_entropy(
-                    logits.float(), labels, label_smoothing=optim.label_smoothing
-                )
-            if not _finite_everywhere(loss, runtime):
-                status = "failed"
-                reason = f"non-finite loss at epoch {epoch + 1}, step {step + 1}"
-                break
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_value = loss.item()
-            loss_sum += loss_value * labels.shape[0]
-            if on_step is not None and runtime.is_main:
-                on_step(step_row(global_step, steps_per_epoch, loss_value, optimizer, labels))
-            cosine_logits = logits.detach().float()  # margin removed: argmax of cos(theta)
-            cosine_logits[torch.arange(labels.shape[0]), labels] += (
-                model.head.scale * model.head.margin
-            )
-            correct += (cosine_logits.argmax(dim=1) == labels).sum().item()
-            seen += labels.shape[0]
-            progress.update()
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
-        if status == "failed":
-            break
-        seconds = time.perf_counter() - epoch_start
-        row = {
-            "epoch": epoch + 1,
-            "loss": loss_sum / seen,
-            "train_acc_pct": 100.0 * correct / seen,
-            "lr": lr_at(optim, (epoch + 1) * steps_per_epoch - 1, steps_per_epoch),
-            "seconds": seconds,
-            "images_per_s": seen * runtime.world_size / seconds,
-        }
-        if config.eval.every_epoch and runtime.is_main:
-            row.update(evaluate(model.backbone, benchmarks, config.eval, runtime.device))
-        history.append(row)
-        if checkpoint is not None and runtime.is_main:
-            _save_epoch(checkpoint, fingerprint, epoch + 1, model, optimizer, scaler, history)
-        if on_epoch_end is not None and runtime.is_main:
-            on_epoch_end(row)
-    progress.close()
-    train_seconds = time.perf_counter() - train_start
 
     eval_start = time.perf_counter()
     metrics: dict = {}
-    if status == "complete" and runtime.is_main:
+    if trained.status == "complete" and runtime.is_main:
         deployed = deploy(copy.deepcopy(model.backbone))
         metrics = evaluate(deployed, benchmarks, config.eval, runtime.device)
-        metrics["train_loss"] = history[-1]["loss"]
-        metrics["train_acc_pct"] = history[-1]["train_acc_pct"]
+        metrics["train_loss"] = trained.history[-1]["loss"]
+        metrics["train_acc_pct"] = trained.history[-1]["train_acc_pct"]
         metrics.update(floor_metrics)
-    if runtime.world_size > 1:
-        dist.barrier()
-    return FitResult(
-        status=status,
-        reason=reason,
-        metrics=metrics,
-        history=history,
-        timings=_timings(start, data_seconds, train_seconds, eval_start),
-        environment=environment(runtime),
-        config=to_dict(config),
-        model=model,
-    )
+    return engine.result(config, runtime, trained, metrics, start, data_seconds, eval_start, model)
 
 
 # ------------------------------------------------------------------------------------ cli
 
 
-def run_cli(
-    argv: list[str] | None,
-    prog: str,
-    description: str,
-    presets: dict[str, Callable[[], object]],
-    example: str,
-    check: Callable[[object], None],
-    train: Callable[[object], FitResult],
-    summary_keys: Callable[[dict], list[str]],
-) -> int:
-    """One run from the command line: a preset, ``key=value`` overrides, ``check`` (paths) before
-    training, the record to ``--out``, a one-line JSON summary of ``summary_keys(metrics)``."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--preset", choices=sorted(presets), default="cpu-quick")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"e.g. {example}")
-    parser.add_argument("--out", type=Path, help="write the run record (JSON) here")
-    args = parser.parse_args(argv)
-    try:
-        config = presets[args.preset]()
-        for assignment in args.overrides:
-            config = override(config, assignment)
-        check(config)
-    except ValueError as error:
-        parser.error(str(error))
-    result = train(config)
-    if int(os.environ.get("RANK", "0")) == 0:
-        record = result.to_record()
-        if args.out is not None:
-            args.out.write_text(json.dumps(record, indent=2))
-        summary = {
-            key: round(result.metrics.get(key, math.nan), 2) for key in summary_keys(result.metrics)
-        }
-        print(
-            json.dumps(
-                {
-                    "status": result.status,
-                    "reason": result.reason,
-                    **summary,
-                    "train_seconds": round(result.timings["train_seconds"], 1),
-                }
-            )
-        )
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 0 if result.status == "complete" else 1
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(
+    return engine.run_cli(
         argv,
         prog="python -m tvconv.train",
         description="Train and evaluate one face-task run (torchrun-compatible).",
         presets=PRESETS,
         example="model.atom=dw optim.epochs=2 data.synthetic.nuisance=0.5",
         check=check_config,
-        train=fit,
+        fit=fit,
         summary_keys=lambda metrics: [k for k in metrics if k.startswith("mean_")],
     )
 

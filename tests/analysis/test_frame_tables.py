@@ -53,8 +53,8 @@ def test_baseline_key_ignores_atom_seed_and_tvconv_fields_only():
     dw = face_record("s", "c", 0, 1.0, **{"model.atom": "dw"})["config"]["face"]
     tv = face_record("s", "c", 1, 1.0, **{"model.init": "zeros", "model.inter_layers": 0})
     other_data = face_record("s", "c", 0, 1.0, **{"model.atom": "dw", "data.augment": "rot30"})
-    assert baseline_key(dw) == baseline_key(tv["config"]["face"])
-    assert baseline_key(dw) != baseline_key(other_data["config"]["face"])
+    assert baseline_key("face", dw) == baseline_key("face", tv["config"]["face"])
+    assert baseline_key("face", dw) != baseline_key("face", other_data["config"]["face"])
 
 
 def test_row_order_is_stable_and_meaningful():

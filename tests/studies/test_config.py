@@ -9,7 +9,7 @@ from studies.config import ProfileConfig, RunConfig, assign, base_config
 
 
 def quick(**changes):
-    config = base_config("face", "cpu-quick")
+    config = base_config("face", "quick")
     for key, value in changes.items():
         config = assign(config, key, value)
     return config
@@ -60,7 +60,11 @@ def test_keys_are_relative_to_the_task():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("model.widht", 2, r"model.widht=2: unknown key 'widht'; expected one of name, atom"),
+        (
+            "model.widht",
+            2,
+            r"model.widht=2: unknown key 'widht'; expected one of affinity_channels, inter_",
+        ),
         ("optim.epochs", "many", r"optim.epochs='many': .* expected a value of type int"),
         ("model.name", "resnet50", r"model.name='resnet50' is invalid: expected one of mobilenet"),
         ("model.init", "random", r"model.init='random' is invalid: expected one of coords"),

@@ -101,12 +101,14 @@ def test_failed_run_is_recorded_and_retried(write_spec, tmp_path):
 
 
 def test_exception_in_a_run_is_recorded_with_its_traceback(write_spec, tmp_path, monkeypatch):
-    import studies.runner
+    import dataclasses
+
+    from studies.config import TASKS
 
     def explode(*_args, **_kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(studies.runner, "fit", explode)
+    monkeypatch.setitem(TASKS, "face", dataclasses.replace(TASKS["face"], run=explode))
     code, _ = run(write_spec(), tmp_path / "results")
     assert code == 1
     record = Store(tmp_path / "results", "tiny", "smoke").records()[0][0]

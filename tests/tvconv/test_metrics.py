@@ -15,7 +15,7 @@ from tvconv.metrics import (
 
 
 def brute_force(left, right, issame, folds, accumulate, steps):
-    """PAPER.md section 5, literally: loops over folds and over every threshold."""
+    """The paper's protocol, literally: loops over folds and over every threshold."""
     left = left / np.linalg.norm(left, axis=1, keepdims=True)
     right = right / np.linalg.norm(right, axis=1, keepdims=True)
     original = (left.copy(), right.copy())

@@ -223,10 +223,10 @@ def test_wrong_input_shape_names_expected_and_received():
     [
         ({"kernel_size": 4}, "kernel_size must be a positive odd int, got 4"),
         ({"stride": 3}, "stride must be 1 or 2, got 3"),
-        ({"norm": "gn"}, "norm must be one of ln, bn, in, none, got 'gn'"),
-        ({"init": "random"}, "unknown affinity init 'random'; expected one of"),
-        ({"inter_layers": -1}, "inter_layers must be an int >= 0, got -1"),
-        ({"affinity_channels": 0}, "affinity_channels must be an int >= 1, got 0"),
+        ({"norm": "gn"}, "norm='gn' is invalid: expected one of ln, bn, in, none"),
+        ({"init": "random"}, "init='random' is invalid: expected one of"),
+        ({"inter_layers": -1}, "inter_layers=-1 is invalid: expected an int >= 0"),
+        ({"affinity_channels": 0}, "affinity_channels=0 is invalid: expected an int >= 1"),
         ({"channels": 0}, "channels must be a positive int, got 0"),
     ],
 )

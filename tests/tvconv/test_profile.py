@@ -408,7 +408,7 @@ def test_counters_agree_on_same_padding_and_name_the_layers_they_disagree_on(mon
         counts["layers"]["1"] += 1
         return counts
 
-    monkeypatch.setattr(profile, "count_macs_fvcore", off_by_one)
+    monkeypatch.setattr(profile.counting, "count_macs_fvcore", off_by_one)
     with pytest.warns(UserWarning, match=r"MAC counters disagree: layer 1 \(Conv2d\)"):
         checked = profile.cross_check_macs(net, 16)
     assert not checked["agree"]

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 import tvconv
 from tvconv import TVConv
+from tvconv.config import override
 from tvconv.data.augment import Augmentation
-from tvconv.data.synthetic import FUNDUS_DOMAINS
+from tvconv.data.synthetic_fundus import FUNDUS_DOMAINS
 from tvconv.models import create, list_models, model_task
 from tvconv.models.seg import MobileNetV2Backbone, load_backbone
 from tvconv.segment import (
@@ -22,7 +23,6 @@ from tvconv.segment import (
     segmentation_loss,
     smoke_config,
 )
-from tvconv.train import override
 
 SMALL = "deeplabv3plus_mobilenet_v2_x0_35"
 SMALL_TVCONV = {"inter_channels": 8, "inter_layers": 0}

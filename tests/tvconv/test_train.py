@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tvconv._engine import lr_at, milestone_epochs
+from tvconv.config import override
 from tvconv.data.datasets import VerificationBenchmark
 from tvconv.data.synthetic import SyntheticFacesConfig, make_face_train_set
 from tvconv.train import (
@@ -21,8 +23,6 @@ from tvconv.train import (
     fit,
     floors,
     load_data,
-    lr_at,
-    override,
     smoke_config,
 )
 
@@ -48,7 +48,7 @@ def test_override_parses_typed_nested_values():
     ("assignment", "message"),
     [
         ("optim.lrate=1", r"unknown key 'lrate'; expected one of epochs, batch_size, lr"),
-        ("optimizer.lr=1", "unknown key 'optimizer.lr'; expected one of data, model, optim"),
+        ("optimizer.lr=1", "unknown key 'optimizer.lr'; expected one of seed, device, amp"),
         ("optim=1", "key 'optim' is a group; set one of optim.epochs"),
         ("optim.epochs=two", "epochs='two' is invalid: expected a value of type int"),
         ("model.bias=maybe", "bias='maybe' is invalid: expected true or false"),
@@ -68,7 +68,7 @@ def test_bad_overrides_name_key_value_and_expectation(assignment, message):
 
 def test_paper_schedule_milestones_22_30_35():
     optim = OptimConfig()
-    assert optim.epochs == 38 and optim.milestone_epochs() == [22, 30, 35]
+    assert optim.epochs == 38 and milestone_epochs(optim) == [22, 30, 35]
     steps = 10
     assert lr_at(optim, 22 * steps - 1, steps) == pytest.approx(0.1)
     assert lr_at(optim, 22 * steps, steps) == pytest.approx(0.01)
@@ -261,7 +261,8 @@ def test_two_process_ddp_on_cpu_keeps_ranks_in_sync(tmp_path):
         textwrap.dedent(
             f"""
             import os, torch
-            from tvconv.train import fit, override, smoke_config
+            from tvconv.config import override
+            from tvconv.train import fit, smoke_config
             config = override(smoke_config(), "optim.epochs=2")
             result = fit(config)
             checksum = sum(float(p.double().sum()) for p in result.model.parameters())
@@ -303,3 +304,11 @@ def test_the_data_seed_follows_the_run_seed_unless_set():
     fixed = override(config, "data.synthetic.seed=0").data
     assert torch.equal(load_data(fixed, seed=1)[0].images, first.images)
     assert not torch.equal(load_data(fixed, seed=1)[1][0].images, other_benchmarks[0].images)
+
+
+def test_a_key_that_follows_another_is_refused_not_dropped():
+    config = smoke_config()  # 32 px
+    with pytest.raises(ValueError, match=r"data.synthetic.image_size cannot be set: it follows "):
+        override(config, "data.synthetic.image_size=64")
+    assert override(config, "data.synthetic.image_size=32") == config  # what it follows already
+    assert override(config, "data.image_size=48").data.synthetic.image_size == 48

@@ -17,8 +17,8 @@ from tvconv.data.synthetic import (
     BENCHMARKS,
     SyntheticFacesConfig,
     load_synthetic_faces,
-    make_fundus_domains,
 )
+from tvconv.data.synthetic_fundus import make_fundus_domains
 from tvconv.data.variance import layout_variance
 
 LABEL_HEIGHT = 14

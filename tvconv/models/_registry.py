@@ -23,17 +23,9 @@ from torch import nn
 
 from tvconv import kernels
 from tvconv.convert import replace_depthwise
+from tvconv.ops import OPTION_NAMES as TVCONV_OPTIONS
 
 ATOMS = ("dw", "tvconv")
-TVCONV_OPTIONS = (
-    "affinity_channels",
-    "inter_channels",
-    "inter_layers",
-    "norm",
-    "bias",
-    "init",
-    "generator",
-)
 
 TASKS = ("face", "fundus")
 

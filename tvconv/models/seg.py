@@ -1,4 +1,4 @@
-"""DeepLabV3+ with a MobileNetV2 backbone for optic cup / disc segmentation (PAPER.md section 7).
+"""DeepLabV3+ with a MobileNetV2 backbone for optic cup / disc segmentation (the paper's model).
 
 Backbone: the ImageNet MobileNetV2 (stem stride 2) at output stride 16: the stage that would go
 to stride 32 keeps stride 16 and dilates its depthwise convs by 2 instead. Module names follow

@@ -14,11 +14,11 @@ from tvconv.data.synthetic import (
     load_synthetic_faces,
     make_face_benchmark,
     make_face_train_set,
-    make_fundus_domains,
 )
+from tvconv.data.synthetic_fundus import make_fundus_domains
 from tvconv.data.variance import layout_variance
 from tvconv.metrics import verification_accuracy
-from tvconv.train import colour_embedding, cpu_quick_config, pixel_embedding
+from tvconv.train import colour_embedding, pixel_embedding, quick_config
 
 SMALL = SyntheticFacesConfig(
     image_size=32,
@@ -123,7 +123,7 @@ def test_harder_benchmarks_vary_more_within_an_identity():
 @functools.cache
 def quick_data(layout: str = "aligned"):
     """The quick preset's data (seed 0), generated once per test session."""
-    synthetic = cpu_quick_config().data.synthetic
+    synthetic = quick_config().data.synthetic
     return load_synthetic_faces(replace(synthetic, seed=0, layout=layout))
 
 
@@ -185,13 +185,13 @@ def test_free_layout_rolls_the_aligned_images():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"image_size": 8}, "faces.image_size must be >= 16"),
+        ({"image_size": 8}, "data.synthetic.image_size must be >= 16"),
         ({"test_images_per_identity": 5}, "must be an even int >= 4"),
-        ({"test_identities": 10}, "faces.test_identities must be >= 20"),
+        ({"test_identities": 10}, "data.synthetic.test_identities must be >= 20"),
         ({"pairs_per_benchmark": 30}, "must be a positive multiple of 20"),
-        ({"nuisance": -1}, "faces.nuisance must be a number >= 0"),
-        ({"layout": "random"}, "faces.layout must be one of aligned, free"),
-        ({"train_identities": 0}, "faces.train_identities must be a positive int"),
+        ({"nuisance": -1}, "data.synthetic.nuisance must be a number >= 0"),
+        ({"layout": "random"}, "data.synthetic.layout must be one of aligned, free"),
+        ({"train_identities": 0}, "data.synthetic.train_identities must be a positive int"),
     ],
 )
 def test_bad_configuration_is_refused(change, message):

@@ -1,0 +1,157 @@
+"""One run into the store (``execute_run``): what a worker (local process, SLURM job) does.
+
+Take the run's lock, re-check the store (another runner may have finished it meanwhile), log a
+start event, train or profile through the task's ``run`` (``studies.config.TASKS``), write the
+record (``new_record``) atomically, release the lock. An exception becomes a ``failed`` record
+with its traceback; KeyboardInterrupt propagates (the lock is released, no record is written).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import socket
+import subprocess
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import tvconv
+from studies.config import TASKS, with_threads
+from studies.spec import Run
+from studies.store import SCHEMA_VERSION, Store
+from studies.tracking import Tracker, track_run
+from tvconv import profile
+from tvconv._engine import save_checkpoint
+
+
+def git_sha() -> str | None:
+    """The repository's commit (with ``+dirty`` for uncommitted changes), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty.strip() else "")
+
+
+# ------------------------------------------------------------------------------------ one run
+
+
+def new_record(run: Run, environment: dict, **outcome) -> dict:
+    """The run record (the schema: ``results/README.md``, checked by ``studies.store``): the
+    run's identity and config, where it ran, and ``outcome`` (status, metrics, error, ...)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "results_version": tvconv.RESULTS_VERSION,
+        "run_id": run.run_id,
+        "study": run.study,
+        "preset": run.preset,
+        "cell": run.cell,
+        "seed": run.seed,
+        "task": run.config.task,
+        "config": run.config.to_dict(),
+        "environment": environment,
+        "started": time.time(),
+        **outcome,
+    }
+
+
+def execute_run(
+    run: Run,
+    root: str | Path,
+    threads: int,
+    force: bool = False,
+    sha: str | None = None,
+    retry_failed: bool = False,
+) -> str:
+    """Execute one run into the store; returns complete | failed | skipped (locked by another
+    runner, or finished by one since the sweep was planned)."""
+    store = Store(Path(root), run.study, run.preset)
+    if not store.try_lock(run.run_id):
+        return "skipped"
+    try:
+        status = store.status(run.run_id)
+        if not (force or status == "missing" or (status == "failed" and retry_failed)):
+            return "skipped"
+        store.log_event(
+            {
+                "event": "start",
+                "run_id": run.run_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+        )
+        torch.set_num_threads(threads)
+        environment = {"git_sha": sha, "host": socket.gethostname(), "threads": threads}
+        record = new_record(run, environment)
+        tracker = track_run(Path(root), run)
+        try:
+            record.update(_execute(run, store, threads, tracker))
+        except Exception:
+            record.update(status="failed", error=traceback.format_exc(), metrics={})
+        record["finished"] = time.time()
+        store.write(record)
+        tracker.finish(record.get("metrics", {}), failed=record["status"] == "failed")
+        return record["status"]
+    finally:
+        store.unlock(run.run_id)
+
+
+def _execute(run: Run, store: Store, threads: int, tracker: Tracker) -> dict:
+    config = run.config
+    task = TASKS[config.task]
+    if not task.trains:
+        measured = task.run(config.section)
+        tracker.log(measured["metrics"])
+        return {"status": "complete", **measured, "error": None}
+    checkpoints = store.folder / "checkpoints" / run.run_id
+    settings = replace(
+        with_threads(config, threads).section, progress=False, checkpoint_dir=str(checkpoints)
+    )
+    result = task.run(settings, on_epoch_end=tracker.epoch, on_step=tracker.step)
+    if result.status == "complete":
+        # the face task keeps the backbone (the head holds the training identities)
+        network = result.model.backbone if config.task == "face" else result.model
+        for folder, content in (("models", network.state_dict()), ("examples", result.examples)):
+            if content is not None:  # atomic: a reader never sees half a file
+                save_checkpoint(store.folder / folder / f"{run.run_id}.pt", content)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        params = profile.count_params(network)
+        result.metrics.update(
+            macs=profile.count_macs(tvconv.deploy(copy.deepcopy(network)))["macs"],
+            generator_macs=profile.count_macs(network)["generator_macs"],
+            trainable_params=params["trainable_params"],
+            deployed_params=params["deployed_params"],
+        )
+    return {
+        "status": result.status,
+        "error": result.reason,
+        "metrics": result.metrics,
+        "history": result.history,
+        "timings": result.timings,
+        "environment_run": result.environment,
+    }
+
+
+def threads_per_job(jobs: int) -> int:
+    """The torch threads of each of ``jobs`` local workers (the cores split evenly)."""
+    return max(1, (os.cpu_count() or 1) // jobs)

@@ -1,0 +1,155 @@
+"""Config plumbing shared by every task: validators, ``key=value`` overrides, JSON, the hash.
+
+Configs are frozen dataclasses (``tvconv.train.TrainConfig``, ``tvconv.segment.FundusConfig``,
+``tvconv.profile.ProfileConfig``). ``override(config, "group.key=value")`` returns a copy with the
+value parsed against the field's annotation; an unknown key or a bad value is a ValueError naming
+the key, the value and what is allowed. ``result_fields`` strips what does not change a run's
+result (device, threads, progress, paths, workers, evaluation batch size, and the TVConv options
+of a model without TVConv); ``result_hash`` is the one hash of them: the run_id of a study run,
+the fingerprint of a training checkpoint and (without seed and atom) the key that pairs a TVConv
+run with its depthwise baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import replace
+
+import tvconv
+from tvconv.ops import OPTION_NAMES
+
+AMP_MODES = ("off", "bf16", "fp16")
+RUNTIME_KEYS = ("device", "threads", "progress", "checkpoint_dir")
+TVCONV_FIELDS = ("select", *OPTION_NAMES)  # what only a TVConv model reads (besides its atom)
+
+
+def fail(key: str, value: object, expected: str) -> None:
+    raise ValueError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+def positive_int(key: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        fail(key, value, "a positive int")
+
+
+def int_at_least(key: str, value: object, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        fail(key, value, f"an int >= {low}")
+
+
+def number_at_least(key: str, value: object, low: float) -> None:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < low
+    ):
+        fail(key, value, f"a finite number >= {low}")
+
+
+def check_runtime(config: object) -> None:
+    """The top-level keys every training config shares: seed, amp, threads, device."""
+    int_at_least("seed", config.seed, 0)
+    if config.amp not in AMP_MODES:
+        fail("amp", config.amp, f"one of {', '.join(AMP_MODES)}")
+    if config.threads is not None:
+        positive_int("threads", config.threads)
+    if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
+        fail("device", config.device, "auto, cpu or cuda[:N]")
+
+
+def to_dict(config: object) -> dict:
+    """A (nested) config dataclass as plain JSON-ready data."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _convert(text: str, annotation: object, key: str) -> object:
+    """Parse ``text`` as a value of the field type ``annotation``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(text, inner, key)
+    if origin is tuple:
+        items = [item for item in text.split(",") if item.strip()]
+        return tuple(_convert(item.strip(), args[0], key) for item in items)
+    if annotation is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            fail(key, text, "true or false")
+        return text.lower() in ("true", "1", "yes")
+    try:
+        return annotation(text)
+    except ValueError:
+        fail(key, text, f"a value of type {annotation.__name__}")
+    raise AssertionError("unreachable")
+
+
+def override(config: object, assignment: str, prefix: str = "") -> object:
+    """A copy of ``config`` with ``"group.key=value"`` applied (typed by the field's annotation;
+    an unknown key is an error naming the known ones). A config class may declare keys that
+    follow another one (``DERIVED = {"synthetic.image_size": "image_size"}``): setting one is
+    an error naming the key to set instead. ``prefix`` is the path of ``config`` in messages."""
+    key, sep, text = assignment.partition("=")
+    if not sep:
+        raise ValueError(f"override {assignment!r} is not of the form key=value")
+    key = key.strip()
+    derived = getattr(type(config), "DERIVED", {})
+    if key in derived and text.strip() != str(getattr(config, derived[key])):
+        raise ValueError(
+            f"{prefix}{key} cannot be set: it follows {prefix}{derived[key]} (set that instead)"
+        )
+    if key in derived:
+        return config  # the value it already follows
+    head, _, rest = key.partition(".")
+    hints = typing.get_type_hints(type(config))
+    names = [f.name for f in dataclasses.fields(config)]
+    if head not in names:
+        raise ValueError(f"unknown key {key!r}; expected one of {', '.join(names)}")
+    current = getattr(config, head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"unknown key {key!r}: {head} has no sub-keys")
+        changed = override(current, f"{rest}={text}", f"{prefix}{head}.")
+        return replace(config, **{head: changed})
+    if dataclasses.is_dataclass(current):
+        fields = ", ".join(f"{head}.{f.name}" for f in dataclasses.fields(current))
+        raise ValueError(f"key {key!r} is a group; set one of {fields}")
+    return replace(config, **{head: _convert(text.strip(), hints[head], key)})
+
+
+def result_fields(task: str, fields: dict) -> dict:
+    """A task config as JSON (``to_dict`` of it, or a record's) without the fields that do not
+    affect the result: runtime settings, the evaluation batch size, the data workers, and the
+    TVConv options of a model without TVConv. A profile config is all result."""
+    fields = json.loads(json.dumps(fields))
+    if task == "profile":
+        return fields
+    for key in RUNTIME_KEYS:
+        fields.pop(key, None)
+    fields.get("eval", {}).pop("batch_size", None)
+    if task == "face":
+        fields.get("data", {}).pop("workers", None)
+    if fields.get("model", {}).get("atom") != "tvconv":
+        for key in TVCONV_FIELDS:
+            fields.get("model", {}).pop(key, None)
+        if task == "face":
+            fields.get("optim", {}).pop("affinity_weight_decay", None)
+    return fields
+
+
+def result_hash(task: str, fields: dict, length: int = 16) -> str:
+    """The hash of a run's result-affecting config (``result_fields``) and
+    ``tvconv.RESULTS_VERSION``: the first ``length`` hex digits of the sha256 of its canonical
+    JSON."""
+    payload = {
+        "config": {"task": task, task: result_fields(task, fields)},
+        "results_version": tvconv.RESULTS_VERSION,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
