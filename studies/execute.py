@@ -56,9 +56,10 @@ def git_sha() -> str | None:
 # ------------------------------------------------------------------------------------ one run
 
 
-def new_record(run: Run, environment: dict, **outcome) -> dict:
-    """The run record (the schema: ``results/README.md``, checked by ``studies.store``): the
-    run's identity and config, where it ran, and ``outcome`` (status, metrics, error, ...)."""
+def new_record(run: Run, environment: dict, started: float | None = None, **outcome) -> dict:
+    """The run record, the one place it is assembled (its schema: ``results/README.md``,
+    checked by ``studies.store``): the run's identity and config, where it ran, when it started
+    (default now) and ``outcome`` (status, metrics, error, history, finished, ...)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "results_version": tvconv.RESULTS_VERSION,
@@ -70,7 +71,7 @@ def new_record(run: Run, environment: dict, **outcome) -> dict:
         "task": run.config.task,
         "config": run.config.to_dict(),
         "environment": environment,
-        "started": time.time(),
+        "started": time.time() if started is None else started,
         **outcome,
     }
 
@@ -102,13 +103,13 @@ def execute_run(
         )
         torch.set_num_threads(threads)
         environment = {"git_sha": sha, "host": socket.gethostname(), "threads": threads}
-        record = new_record(run, environment)
+        started = time.time()
         tracker = track_run(Path(root), run)
         try:
-            record.update(_execute(run, store, threads, tracker))
+            outcome = _execute(run, store, threads, tracker)
         except Exception:
-            record.update(status="failed", error=traceback.format_exc(), metrics={})
-        record["finished"] = time.time()
+            outcome = {"status": "failed", "error": traceback.format_exc(), "metrics": {}}
+        record = new_record(run, environment, started, **outcome, finished=time.time())
         store.write(record)
         tracker.finish(record.get("metrics", {}), failed=record["status"] == "failed")
         return record["status"]
