@@ -60,11 +60,11 @@ def study_view(study: str, preset: str, task: str, entity: str):
             ws.Section(name="Cost", panels=cost, is_open=False),
         ],
         runset_settings=ws.RunsetSettings(
-            filters=[
+            filters=expr.And(
                 expr.Config("study") == study,
                 expr.Config("preset") == preset,
                 expr.Config("task") == task,
-            ],
+            ),
             groupby=[expr.Config("cell")],
             pinned_columns=[f"summary:{headline}", "config:model.atom", "config:seed"],
         ),
