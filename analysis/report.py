@@ -257,8 +257,8 @@ def render(
     if complete_runs(frame.runs).empty:
         where = Store(root, study, preset).runs_dir
         raise ValueError(
-            f"no complete runs of {study}/{preset} in {where}; run `python -m studies run {study} "
-            f"--preset {preset}` first"
+            f"no complete runs of {study}/{preset} in {where}; run `python -m studies run "
+            f"{_run_command(study)} --preset {preset}` first"
         )
     folder = root / study / preset
     task = frame.runs["task"].iloc[0] if "task" in frame.runs else None
@@ -283,6 +283,12 @@ def render(
     if wandb:
         log_to_wandb(report, numbers, root, found, headline)
     return report
+
+
+def _run_command(study: str) -> str:
+    """The ``studies run`` arguments writing ``study`` (``init-fundus``: ``init task=fundus``)."""
+    question = question_of(study)
+    return study if question == study else f"{question} task={study[len(question) + 1 :]}"
 
 
 def log_to_wandb(

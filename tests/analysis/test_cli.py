@@ -164,3 +164,10 @@ def test_verdicts_are_rendered_printed_and_in_the_readme(tmp_path, capsys, monke
     render("aug", "quick", root, wandb=True)
     (run,) = (root / "wandb" / "wandb").glob("offline-run-*")
     assert list(run.glob("files/media/table/verdicts_*.table.json"))
+
+
+def test_a_question_asked_of_the_fundus_task_names_the_command_that_writes_it(tmp_path, capsys):
+    assert main(["aug", "--task", "fundus", "--results", str(tmp_path), "--no-wandb"]) == 2
+    error = capsys.readouterr().err
+    assert "no complete runs of aug-fundus/quick" in error
+    assert "python -m studies run aug task=fundus --preset quick" in error
