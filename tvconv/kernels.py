@@ -19,7 +19,6 @@ cannot build) or ``eager``. A failed build warns once and falls back to ``eager`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import platform
@@ -33,6 +32,8 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+
+from tvconv._lock import exclusive
 
 SOURCE = Path(__file__).parent / "csrc" / "translation_variant.cpp"
 CHOICES = ("auto", "cpp", "eager")
@@ -99,47 +100,20 @@ BUILD_WAIT_S = 900.0  # a build takes about 50 s on 2 cores; waiting longer mean
 
 @contextlib.contextmanager
 def build_lock(folder: Path, wait_s: float = BUILD_WAIT_S, poll_s: float = 0.5) -> Iterator[None]:
-    """Hold ``<folder>.lock`` (an exclusive ``flock``: the kernel drops it when its holder dies, so
-    it is never stale) while the extension in ``folder`` is built or loaded. Holding it, any lock
-    file torch's own builder left in the folder belongs to a dead process and is removed: a kill
-    during a build never hangs later runs. Waits at most ``wait_s`` (saying once whom it waits
-    for), then raises RuntimeError naming the lock."""
+    """Hold ``<folder>.lock`` (``tvconv._lock.exclusive``, never stale) while the extension in
+    ``folder`` is built or loaded. Holding it, any lock file torch's own builder left in the
+    folder belongs to a dead process and is removed: a kill during a build never hangs later
+    runs. Waits at most ``wait_s``, then raises RuntimeError naming the lock."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder.with_name(folder.name + ".lock")
-    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        announced = False
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"waited {wait_s:.0f} s for the TVConv kernel build lock {path} (held "
-                        f"by {_holder(path)}); stop that process, or use TVCONV_KERNEL=eager"
-                    ) from None
-                if not announced:
-                    print(
-                        f"TVConv kernel: waiting for {_holder(path)} to finish building {folder}",
-                        file=sys.stderr,
-                    )
-                    announced = True
-                time.sleep(poll_s)
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"pid {os.getpid()} on {platform.node()}".encode(), 0)
+    with exclusive(
+        folder.with_name(folder.name + ".lock"),
+        "the TVConv kernel build",
+        wait_s,
+        poll_s,
+        advice="stop that process, or use TVCONV_KERNEL=eager",
+    ):
         (folder / "lock").unlink(missing_ok=True)  # torch's baton, left by a dead process
         yield
-    finally:
-        os.close(descriptor)  # releases the flock
-
-
-def _holder(path: Path) -> str:
-    try:
-        return path.read_text().strip() or "another process"
-    except OSError:
-        return "another process"
 
 
 @cache

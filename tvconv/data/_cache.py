@@ -3,20 +3,16 @@
 Location: ``$TVCONV_CACHE`` (default ``~/.cache/tvconv-ablations``); ``TVCONV_CACHE=off``
 disables it. Entries are keyed by a hash of the generator version and its configuration, written
 atomically (temp file + rename) and loaded with ``torch.load(weights_only=True)``; an unreadable
-entry is regenerated. ``exclusive`` is the lock under which one process builds an entry others
-wait for (the decoded training trees of ``tvconv.data.faces``).
+entry is regenerated.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,19 +49,3 @@ def cached(key: str, build: Callable[[], dict]) -> dict:
         os.fsync(handle.fileno())
     os.replace(handle.name, path)
     return value
-
-
-@contextlib.contextmanager
-def exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (released by the kernel if the holder dies, so
-    never stale); says once, on stderr, that it waits for another process doing ``what``."""
-    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process {what} ({path})", file=sys.stderr, flush=True)
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)

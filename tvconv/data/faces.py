@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tvconv.data._cache import cache_dir, exclusive
+from tvconv._lock import exclusive
+from tvconv.data._cache import cache_dir
 from tvconv.data._images import IMAGE_SUFFIXES, check_image_header, decode_all, decode_rgb
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, check_pair_count
 
@@ -488,7 +489,7 @@ def cached_image_folder(
     array_path = directory / f"{key}.npy"
     if not array_path.is_file():
         directory.mkdir(parents=True, exist_ok=True)
-        with exclusive(directory / f"{key}.lock", f"decoding {root}"):
+        with exclusive(directory / f"{key}.lock", f"the decode of {root}"):
             if not array_path.is_file():
                 first = decode_rgb(paths[0], image_size, str(paths[0]))
                 shape = (len(paths), *first.shape)
