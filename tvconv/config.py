@@ -7,7 +7,8 @@ the key, the value and what is allowed. ``result_fields`` strips what does not c
 result (device, threads, progress, paths, workers, evaluation batch size, and the TVConv options
 of a model without TVConv); ``result_hash`` is the one hash of them: the run_id of a study run,
 the fingerprint of a training checkpoint and (without seed and atom) the key that pairs a TVConv
-run with its depthwise baseline.
+run with its depthwise baseline. ``ModelChoice`` is the model part both training tasks share
+(registry name, atom, TVConv sites and options).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import json
 import math
 import types
 import typing
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import tvconv
-from tvconv.ops import OPTION_NAMES
+from tvconv import models
+from tvconv.convert import check_select
+from tvconv.ops import OPTION_NAMES, TVConvOptions
 
 AMP_MODES = ("off", "bf16", "fp16")
 RUNTIME_KEYS = ("device", "threads", "progress", "checkpoint_dir")
@@ -153,3 +157,35 @@ def result_hash(task: str, fields: dict, length: int = 16) -> str:
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class ModelChoice(TVConvOptions):
+    """A registry model of the config's ``TASK`` (``name``), its ``atom`` and the sites TVConv
+    replaces (``select``), with the TVConv options inherited as flat keys (ignored unless
+    atom=tvconv): what the face and the fundus model configs share."""
+
+    TASK: ClassVar[str] = ""
+
+    name: str = ""
+    atom: str = "tvconv"
+    select: str = "all"
+
+    def check_choice(self) -> None:
+        """Raise ValueError naming ``model.<key>`` for an unknown model or atom, a bad
+        ``select`` or a bad TVConv option."""
+        names = models.list_models(task=self.TASK)
+        if self.name not in names:
+            fail("model.name", self.name, f"one of {', '.join(names)}")
+        atoms = models.model_atoms(self.name)
+        if self.atom not in atoms:
+            fail("model.atom", self.atom, f"one of {', '.join(atoms)}")
+        try:
+            check_select(self.select)
+        except ValueError as error:
+            raise ValueError(f"model.{error}") from None
+        self.check_options("model.")
+
+    def tvconv_options(self) -> dict:
+        """The keyword arguments ``models.create`` takes for the TVConv sites (none otherwise)."""
+        return {"select": self.select, **self.options()} if self.atom == "tvconv" else {}

@@ -35,8 +35,8 @@ class TVConvOptions:
     ``init``), the weight-generating block (``inter_channels`` wide, ``inter_layers`` deep, its
     ``norm``; ``generator=False`` learns the per-pixel kernels directly) and the optional
     per-position ``bias``. Declared once: the layer takes these keywords, the model configs
-    inherit the fields (flat keys ``model.inter_channels``, ...), the registry and the profile
-    CLI read their names from here."""
+    inherit the fields through ``tvconv.config.ModelChoice`` (flat keys
+    ``model.inter_channels``, ...), the registry and the profile CLI read their names here."""
 
     affinity_channels: int = 4
     inter_channels: int = 64

@@ -37,14 +37,13 @@ from torch import nn
 from tvconv import _engine as engine
 from tvconv import models
 from tvconv._engine import FitResult, RunSettings, check_schedule
-from tvconv.config import fail, int_at_least, number_at_least, positive_int
-from tvconv.convert import check_select, deploy
+from tvconv.config import ModelChoice, fail, int_at_least, number_at_least, positive_int
+from tvconv.convert import deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FundusSet, to_model_input
 from tvconv.data.fundus import DOMAINS, LAYOUT, load_fundus_domains
 from tvconv.data.synthetic_fundus import make_fundus_domains
 from tvconv.metrics import postprocess, segmentation_metrics
-from tvconv.ops import TVConvOptions
 
 EXAMPLES = 4  # test images kept with their predictions for the analysis figure
 
@@ -72,31 +71,17 @@ class FundusDataConfig:
 
 
 @dataclass(frozen=True)
-class FundusModelConfig(TVConvOptions):
-    """Segmenter, ASPP atom, insertion sites and the TVConv options (``TVConvOptions``,
-    inherited as flat keys; ignored unless atom=tvconv)."""
+class FundusModelConfig(ModelChoice):
+    """Segmenter, ASPP atom, insertion sites and the TVConv options (``ModelChoice``), the
+    backbone's pretrained weights."""
+
+    TASK: ClassVar[str] = "fundus"
 
     name: str = "deeplabv3plus_mobilenet_v2"
-    atom: str = "tvconv"
-    select: str = "all"
     backbone_weights: str | None = None
 
     def __post_init__(self) -> None:
-        names = models.list_models(task="fundus")
-        if self.name not in names:
-            fail("model.name", self.name, f"one of {', '.join(names)}")
-        atoms = models.model_atoms(self.name)
-        if self.atom not in atoms:
-            fail("model.atom", self.atom, f"one of {', '.join(atoms)}")
-        try:
-            check_select(self.select)
-        except ValueError as error:
-            raise ValueError(f"model.{error}") from None
-        self.check_options("model.")
-
-    def tvconv_options(self) -> dict:
-        """The keyword arguments ``models.create`` takes for the TVConv sites (none otherwise)."""
-        return {"select": self.select, **self.options()} if self.atom == "tvconv" else {}
+        self.check_choice()
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ from torch import nn
 from tvconv import _engine as engine
 from tvconv import models
 from tvconv._engine import FitResult, RunSettings, check_schedule
-from tvconv.config import fail, int_at_least, number_at_least, positive_int
-from tvconv.convert import check_select, deploy
+from tvconv.config import ModelChoice, fail, int_at_least, number_at_least, positive_int
+from tvconv.convert import deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, to_model_input
 from tvconv.data.faces import (
@@ -52,7 +52,6 @@ from tvconv.data.faces import (
 )
 from tvconv.data.synthetic import SyntheticFacesConfig, load_synthetic_faces
 from tvconv.metrics import PROTOCOLS, roc_metrics, verification_accuracy
-from tvconv.ops import TVConvOptions
 
 
 @dataclass(frozen=True)
@@ -84,37 +83,25 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig(TVConvOptions):
-    """Backbone, atom, insertion sites and the TVConv options (``TVConvOptions``, inherited as
-    flat keys; ignored for atom=dw), embedding and AM-Softmax head."""
+class ModelConfig(ModelChoice):
+    """Backbone, atom, insertion sites and the TVConv options (``ModelChoice``), embedding and
+    AM-Softmax head."""
+
+    TASK: ClassVar[str] = "face"
 
     name: str = "mobilenet_v2_x0_1"
-    atom: str = "tvconv"
-    select: str = "all"
     dropout: float = 0.0
     embedding_size: int = 512
     margin: float = 0.35
     scale: float = 32.0
 
     def __post_init__(self) -> None:
-        if self.name not in models.list_models(task="face"):
-            fail("model.name", self.name, "one of " + ", ".join(models.list_models(task="face")))
-        if self.atom not in models.ATOMS:
-            fail("model.atom", self.atom, f"one of {', '.join(models.ATOMS)}")
-        try:
-            check_select(self.select)
-        except ValueError as error:
-            raise ValueError(f"model.{error}") from None
-        self.check_options("model.")
+        self.check_choice()
         positive_int("model.embedding_size", self.embedding_size)
         if not 0 <= self.dropout < 1:
             fail("model.dropout", self.dropout, "a number in [0, 1)")
         number_at_least("model.margin", self.margin, 0.0)
         number_at_least("model.scale", self.scale, 1e-6)
-
-    def tvconv_options(self) -> dict:
-        """The keyword arguments ``models.create`` takes for the TVConv sites (none for dw)."""
-        return {"select": self.select, **self.options()} if self.atom == "tvconv" else {}
 
 
 @dataclass(frozen=True)
@@ -321,7 +308,7 @@ def check_config(config: TrainConfig) -> None:
     check_model(config)
 
 
-def _batch_images(train: FaceTrainSet, indices: torch.Tensor, workers: int) -> Iterator:
+def batch_images(train: FaceTrainSet, indices: torch.Tensor, workers: int) -> Iterator:
     """uint8 images and labels for each index chunk (in memory, or decoded by workers)."""
     if train.images is not None:
         for chunk in indices:
@@ -489,7 +476,7 @@ class FaceTask:
         self.correct = self.seen = 0.0
 
     def batches(self, local: torch.Tensor) -> Iterator:
-        return _batch_images(self.train, local, self.config.data.workers)
+        return batch_images(self.train, local, self.config.data.workers)
 
     def inputs(self, batch, augment_rng: torch.Generator) -> tuple[tuple, torch.Tensor, int]:
         images, labels = batch
