@@ -65,7 +65,7 @@ def anonymous_memory_gib() -> float:
 def measure(mode: str, root: Path, image_size: int, batch: int, batches: int, workers: int) -> dict:
     """One mode, in this (child) process: time to the first batch, batches/s, peak memory."""
     from tvconv.data.faces import cached_image_folder, load_image_folder
-    from tvconv.train import _batch_images
+    from tvconv.train import batch_images
 
     start = time.perf_counter()
     if mode == "in-memory":
@@ -76,7 +76,7 @@ def measure(mode: str, root: Path, image_size: int, batch: int, batches: int, wo
     count = min(batches, len(train) // batch)
     chunks = order[: count * batch].view(count, batch)
     seen, first = 0, None
-    for images, _labels in _batch_images(train, chunks, workers):
+    for images, _labels in batch_images(train, chunks, workers):
         if first is None:
             first = time.perf_counter()
         seen += images.shape[0]

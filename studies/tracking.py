@@ -31,6 +31,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from studies.config import flat_config
+
 PROJECT = "tvconv-ablations"
 INIT_TIMEOUT_S = 30
 STEP_EVERY = 10
@@ -120,8 +122,6 @@ def _announce_fallback(error: Exception, root: Path) -> None:
 def run_config(run) -> dict:
     """A run's W&B config: identity keys, then the task's config as flat dotted keys (the
     analysis' columns, ``studies.config.flat_config``)."""
-    from studies.config import flat_config
-
     identity = {
         "study": run.study,
         "preset": run.preset,

@@ -16,7 +16,7 @@ from tvconv.convert import deploy
 from tvconv.models import TVCONV_OPTIONS
 from tvconv.ops import TVConvOptions
 from tvconv.profile.counting import FORMS, count_params, cross_check_macs, input_shape
-from tvconv.profile.timing import _check_latency_args, _default_device, measure_latency
+from tvconv.profile.timing import check_latency_args, default_device, measure_latency
 
 # --------------------------------------------------------------------------- CLI
 
@@ -200,9 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.batch_sizes = [2, 4, 8, 16] if args.form == "train" else [1, 2, 4, 8, 16]
     try:
         model = _build_model(args)
-        device = _default_device(args.device)
+        device = default_device(args.device)
         if not args.no_latency:
-            _check_latency_args(
+            check_latency_args(
                 model, args.form, args.batch_sizes, args.threads, args.min_run_time, 0
             )
     except ValueError as error:

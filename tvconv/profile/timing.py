@@ -146,7 +146,7 @@ def _check_positive_ints(name: str, values: int | Sequence[int]) -> tuple[int, .
     return values
 
 
-def _default_device(device: torch.device | str | None) -> torch.device:
+def default_device(device: torch.device | str | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -175,7 +175,7 @@ def _inference_step(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def _check_latency_args(
+def check_latency_args(
     model: nn.Module,
     form: str,
     batch_sizes: Sequence[int],
@@ -232,11 +232,11 @@ def measure_latency(
     images_per_s (= batch_size / median), peak_memory_mib and memory_method (see
     ``peak_memory_mib``), measurements, channels_last, torch_compile, device and environment.
     """
-    batch_sizes, threads = _check_latency_args(
+    batch_sizes, threads = check_latency_args(
         model, form, batch_sizes, threads, min_run_time, warmup_runs
     )
     shape = input_shape(model, input_size)
-    device = _default_device(device)
+    device = default_device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = copy.deepcopy(model)
     net = deploy(net).eval() if form == "deploy" else net.train()
@@ -305,7 +305,7 @@ def benchmark_layer_grid(
     strides = _check_positive_ints("strides", strides)
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
-    device = _default_device(device)
+    device = default_device(device)
     env = environment(device, threads)
     generator = torch.Generator().manual_seed(seed)
     padding = (kernel_size - 1) // 2

@@ -15,7 +15,7 @@ from tvconv.data.faces import (
     parse_benchmarks,
     read_pair_list,
 )
-from tvconv.train import DataConfig, _batch_images, check_data
+from tvconv.train import DataConfig, batch_images, check_data
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_cache_off_decodes_lazily_through_workers(face_tree, monkeypatch):  # no
     lazy = cached_image_folder(face_tree, image_size=16, workers=2)
     assert lazy.images is None
     chunks = torch.tensor([[5, 0, 3], [1, 4, 2]])
-    for (images, labels), chunk in zip(_batch_images(lazy, chunks, 2), chunks, strict=True):
+    for (images, labels), chunk in zip(batch_images(lazy, chunks, 2), chunks, strict=True):
         assert torch.equal(images, eager.images[chunk])
         assert torch.equal(labels, eager.labels[chunk])
 
