@@ -142,15 +142,42 @@ def metric_name(metric: str) -> str:
 # ----------------------------------------------------------------- question 1: augmentation
 
 
+ROLLED_ANYWHERE = 0.5  # ``data.synthetic.free_shift`` of the first layout-free control
+LAYOUT_FREE = "layout-free"
+
+
 def augmentation_level(frame: pd.DataFrame) -> pd.Series:
-    """The aug study's x axis: the augmentation, or ``layout-free`` for the control data."""
-    free = frame.get("data.synthetic.layout", pd.Series("aligned", index=frame.index)) == "free"
-    return frame["data.augment"].where(~free, "layout-free")
+    """The aug study's x axis: the augmentation on aligned data; on the layout-free data
+    ``layout-free``, with how far its faces are rolled when not anywhere (``rolled ≤ 0.25``)
+    and its augmentation when not the paper's flip."""
+    layout = frame.get("data.synthetic.layout", pd.Series("aligned", index=frame.index))
+    shift = frame.get("data.synthetic.free_shift", pd.Series(ROLLED_ANYWHERE, index=frame.index))
+
+    def level(augment: str, layout: str, shift: float) -> str:
+        if layout != "free":
+            return augment
+        details = [f"rolled ≤ {shift:g}"] if shift != ROLLED_ANYWHERE else []
+        details += [augment] if augment != "hflip" else []
+        return f"{LAYOUT_FREE} ({', '.join(details)})" if details else LAYOUT_FREE
+
+    return pd.Series(
+        [level(*row) for row in zip(frame["data.augment"], layout, shift, strict=True)],
+        index=frame.index,
+    )
+
+
+def augmentation_order(levels: set[str]) -> list[str]:
+    """The ladder's augmentations first (layout-preserving to destroying), then any other
+    augmentation of aligned data, then the layout-free levels: no cell is left off."""
+    known = [level for level in AUGMENT_ORDER if level in levels]
+    free = sorted(level for level in levels if level.startswith(LAYOUT_FREE))
+    other = sorted(levels - set(known) - set(free))
+    return [*known, *other, *free]
 
 
 def aug_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list[Path]:
     usable = complete_runs(runs).assign(level=lambda f: augmentation_level(f))
-    order = [level for level in (*AUGMENT_ORDER, "layout-free") if level in set(usable["level"])]
+    order = augmentation_order(set(usable["level"]))
     with style():
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
         for offset, atom in ((-0.08, "dw"), (0.08, "tvconv")):

@@ -341,7 +341,10 @@ def cell_summary(numbers: pd.DataFrame, headline: str) -> pd.DataFrame:
     if "metric" not in numbers or "n" not in numbers:
         return pd.DataFrame()
     cells = numbers.loc[numbers["metric"] == headline, ["cell", *CELL_COLUMNS]]
-    paired = numbers.loc[numbers["metric"] == f"diff_{headline}", ["cell", *DIFF_COLUMNS]]
+    # a study without TVConv cells (``convergence``) has no paired rows, and no columns for them
+    paired = numbers.loc[numbers["metric"] == f"diff_{headline}"].reindex(
+        columns=["cell", *DIFF_COLUMNS]
+    )
     paired = paired.rename(
         columns={
             "mean": "diff",

@@ -195,10 +195,13 @@ NOT_FLOOR_KEYS = ("data.augment", "data.workers")
 
 def _floor_key(row: dict, columns: list[str]) -> tuple:
     """What decides a floor of this run besides the seed: its data (and model) settings; a dw
-    run's TVConv options are ignored (they do not exist in its network)."""
+    run's TVConv options are ignored (they do not exist in its network), and so is how far the
+    layout-free control moves its images when the data is aligned (nothing moves)."""
     ignored = set()
     if row.get("model.atom") == "dw":
         ignored = {f"model.{name}" for name in TVCONV_ONLY_FIELDS if name != "atom"}
+    if row.get("data.synthetic.layout") == "aligned":
+        ignored.add("data.synthetic.free_shift")
     return tuple((c, str(row[c])) for c in columns if c not in ignored)
 
 

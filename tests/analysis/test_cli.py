@@ -108,6 +108,28 @@ def test_wandb_summary_run_offline_is_one_run_with_numeric_tables(aug_store, mon
     assert run.summary["problems"] == 0
 
 
+def test_cell_summary_of_a_study_without_paired_cells():
+    """A depthwise-only study (``convergence``) has no ``diff_`` rows or columns: its summary
+    keeps the diff columns, empty."""
+    from analysis.report import cell_summary
+
+    numbers = pd.DataFrame(
+        {
+            "cell": ["epochs=320", "epochs=640"],
+            "metric": ["mean_acc_pct"] * 2,
+            "n": [5, 5],
+            "mean": [77.1, 77.4],
+            "std": [1.3, 1.4],
+            "ci_low": [75.5, 75.7],
+            "ci_high": [78.7, 79.1],
+        }
+    )
+    summary = cell_summary(numbers, "mean_acc_pct")
+    assert list(summary["cell"]) == ["epochs=320", "epochs=640"]
+    assert list(summary["mean"]) == [77.1, 77.4]
+    assert summary["diff"].isna().all() and summary["diff_wins"].isna().all()
+
+
 def test_readme_results_block_is_regenerated_from_the_rendered_files(aug_store, tmp_path, capsys):
     from analysis.report import README_BEGIN, README_END
 

@@ -75,6 +75,39 @@ def test_aug_levels_put_layout_free_last():
     assert list(figures.augmentation_level(runs)) == ["hflip"] * 3 + ["layout-free"]
 
 
+def test_aug_levels_name_each_control_and_leave_no_cell_off():
+    """The rolled-anywhere control, the quarter-frame one with its shifts and their aligned twin
+    are three levels, in ladder order then the controls."""
+    twin = "hflip,shift:0.25"
+    records = [
+        *aug_records()[:3],
+        face_record("aug", "atom=dw twin", 0, 60.0, **{"model.atom": "dw", "data.augment": twin}),
+        face_record(
+            "aug",
+            "atom=dw layout=free",
+            0,
+            50.0,
+            **{"model.atom": "dw", "data.synthetic.layout": "free"},
+        ),
+        face_record(
+            "aug",
+            "atom=dw twin free",
+            0,
+            55.0,
+            **{
+                "model.atom": "dw",
+                "data.augment": twin,
+                "data.synthetic.layout": "free",
+                "data.synthetic.free_shift": 0.25,
+            },
+        ),
+    ]
+    levels = figures.augmentation_level(load_records(records))
+    free_twin = "layout-free (rolled ≤ 0.25, hflip,shift:0.25)"
+    assert set(levels) == {"hflip", twin, "layout-free", free_twin}
+    assert figures.augmentation_order(set(levels)) == ["hflip", twin, "layout-free", free_twin]
+
+
 def test_init_figure(tmp_path, captured):
     records = [
         face_record("init", "atom=dw", s, 60.0 + s, **{"model.atom": "dw"}) for s in range(2)

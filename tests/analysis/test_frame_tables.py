@@ -154,6 +154,34 @@ def test_floor_rows_name_the_data_variant_when_it_varies():
     )  # records without floors: no floor rows
 
 
+def test_free_shift_does_not_split_or_label_aligned_floors():
+    """How far the layout-free control moves its images says nothing about aligned data: the
+    aligned runs share one floor row whatever their ``free_shift``, the free ones get one each."""
+    settings = [("aligned", 0.5), ("aligned", 0.25), ("free", 0.5), ("free", 0.25)]
+    records = [
+        face_record(
+            "aug",
+            f"atom=dw layout={layout} free_shift={shift}",
+            seed,
+            60.0,
+            **{
+                "model.atom": "dw",
+                "data.synthetic.layout": layout,
+                "data.synthetic.free_shift": shift,
+            },
+        )
+        for layout, shift in settings
+        for seed in (0, 1)
+    ]
+    labels = [row[0] for row in face_table(load_records(records))[0].rows]
+    pixels = [label for label in labels if label.startswith("floor: raw pixels")]
+    assert sorted(pixels) == [
+        "floor: raw pixels layout=aligned",
+        "floor: raw pixels layout=free free_shift=0.25",
+        "floor: raw pixels layout=free free_shift=0.5",
+    ]
+
+
 def test_cost_columns_appear_only_when_they_vary():
     table, _ = face_table(load_records(aug_records()))
     assert "deployed params (M)" in table.header  # dw 0.100 vs tvconv 0.150
