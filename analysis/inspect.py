@@ -2,7 +2,7 @@
 
 - ``layout_figure``: the paper's Fig. 1, histograms of the cross-image variance (one value per
   position) and the intra-image variance (one value per image) for the embedded synthetic faces,
-  the layout-free control, scikit-image's real aligned faces and non-face patches (when
+  the two layout-free controls, scikit-image's real aligned faces and non-face patches (when
   scikit-image is installed) and, when given, a real face folder (``tvconv.data.variance``).
 - ``affinity_figure``: the affinity maps and generated kernels of trained TVConv models, layer by
   layer from shallow to deep, rebuilt from the run record's config and the state dict the runner
@@ -31,17 +31,21 @@ VARIANCE_COLOURS = {"cross": "#0072B2", "intra": "#D55E00"}
 
 
 def synthetic_variances(image_size: int | None = None, seed: int = 0) -> dict[str, LayoutVariance]:
-    """Layout diagnostic of the quick preset's training faces and of the layout-free control."""
+    """Layout diagnostic of the quick preset's training faces and of question 1's two
+    layout-free controls (``studies/aug.yaml``): faces rolled anywhere, and rolled by up to a
+    quarter of the frame (the shift-augmented twins)."""
     synthetic = quick_config().data.synthetic
     if image_size is not None:
         synthetic = replace(synthetic, image_size=image_size)
     synthetic = replace(synthetic, seed=seed)
     out = {}
-    for label, layout in (
-        ("synthetic faces (aligned)", "aligned"),
-        ("layout-free control", "free"),
+    for label, layout, free_shift in (
+        ("synthetic faces (aligned)", "aligned", synthetic.free_shift),
+        ("layout-free control (rolled anywhere)", "free", 0.5),
+        ("layout-free control (rolled up to 1/4)", "free", 0.25),
     ):
-        out[label] = layout_variance(make_face_train_set(replace(synthetic, layout=layout)).images)
+        variant = replace(synthetic, layout=layout, free_shift=free_shift)
+        out[label] = layout_variance(make_face_train_set(variant).images)
     return out
 
 
