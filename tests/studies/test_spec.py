@@ -10,7 +10,7 @@ SHIPPED = ["aug", "convergence", "depth", "init", "profile", "seg", "tradeoff", 
 def test_every_shipped_spec_loads_and_expands():
     assert list_studies() == SHIPPED
     expected_quick = {  # face studies: the cells their verdicts need x 5 seeds
-        "aug": 30,
+        "aug": 50,
         "convergence": 10,
         "depth": 15,
         "init": 15,
