@@ -203,7 +203,7 @@ def test_list_shows_studies_presets_and_counts(tmp_path):
     completed = cli("list", "--results", str(tmp_path))
     assert completed.returncode == 0
     rows = [line.split()[:3] for line in completed.stdout.splitlines()]
-    assert ["init", "quick", "15"] in rows and ["convergence", "quick", "10"] in rows
+    assert ["init", "quick", "15"] in rows and ["convergence", "quick", "18"] in rows
     header, *lines = completed.stdout.splitlines()
     offset = header.index("preset")  # the study column fits the longest name: columns line up
     assert all(line[offset:].split()[0] in ("smoke", "quick", "paper") for line in lines)
