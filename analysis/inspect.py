@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.figures import plt, save, style
+from analysis.figures import ROLLED_ANYWHERE, plt, save, style
 from analysis.frame import complete_runs
 from tvconv import models
 from tvconv.data.faces import load_image_folder
@@ -41,7 +41,7 @@ def synthetic_variances(image_size: int | None = None, seed: int = 0) -> dict[st
     out = {}
     for label, layout, free_shift in (
         ("synthetic faces (aligned)", "aligned", synthetic.free_shift),
-        ("layout-free control (rolled anywhere)", "free", 0.5),
+        ("layout-free control (rolled anywhere)", "free", ROLLED_ANYWHERE),
         ("layout-free control (rolled up to 1/4)", "free", 0.25),
     ):
         variant = replace(synthetic, layout=layout, free_shift=free_shift)

@@ -72,13 +72,11 @@ def split_variance(differences: np.ndarray, recorded: np.ndarray) -> NoiseSplit:
     )
 
 
-def _cell_runs(store: Store, cell: str) -> dict[int, dict]:
-    records, _ = store.records()
-    cells = sorted({r.get("cell") for r in records if r.get("status") == "complete"})
-    runs = {
-        r["seed"]: r for r in records if r.get("status") == "complete" and r.get("cell") == cell
-    }
+def _cell_runs(store: Store, complete: list[dict], cell: str) -> dict[int, dict]:
+    """The complete runs of ``cell`` by seed."""
+    runs = {r["seed"]: r for r in complete if r.get("cell") == cell}
     if not runs:
+        cells = sorted({r.get("cell") for r in complete})
         raise SpecError(
             f"{store.folder}: no complete run of cell {cell!r}; cells: {', '.join(cells) or 'none'}"
         )
@@ -92,12 +90,13 @@ def _synthetic(record: dict) -> SyntheticFacesConfig:
     return SyntheticFacesConfig(**face["data"]["synthetic"])
 
 
-def paired_differences(
+def fresh_draw_differences(
     store: Store, plus: str, minus: str, draws: int, progress=print
 ) -> tuple[np.ndarray, np.ndarray]:
     """(seeds, draws) mean-accuracy differences plus - minus on fresh benchmark draws, and the
     recorded differences of the same seeds (the seeds with both models saved)."""
-    plus_runs, minus_runs = _cell_runs(store, plus), _cell_runs(store, minus)
+    complete = [r for r in store.records()[0] if r.get("status") == "complete"]
+    plus_runs, minus_runs = _cell_runs(store, complete, plus), _cell_runs(store, complete, minus)
     seeds = [
         s
         for s in sorted(set(plus_runs) & set(minus_runs))
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_spec(args.study)
         store = Store(args.results, args.study, args.preset)
-        differences, recorded = paired_differences(
+        differences, recorded = fresh_draw_differences(
             store, args.plus, args.minus, args.draws, lambda line: print(line, file=sys.stderr)
         )
     except (SpecError, ValueError) as error:

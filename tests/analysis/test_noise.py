@@ -67,7 +67,7 @@ def _store(tmp_path, same_weights: bool) -> Store:
 
 def test_identical_models_differ_by_nothing_on_every_draw(tmp_path):
     store = _store(tmp_path, same_weights=True)
-    differences, recorded = noise.paired_differences(
+    differences, recorded = noise.fresh_draw_differences(
         store, *CELLS, draws=2, progress=lambda _: None
     )
     assert differences.shape == (2, 2)
