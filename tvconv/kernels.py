@@ -7,13 +7,18 @@
   packed as (H, k, k, W, C), so every tap is one long contiguous multiply-add; 3x3 taps fused
   into one pass per output row; padding never materialised; NCHW inputs read in place (rows
   transposed into cache as needed); forward, input and weight gradients.
+- ``triton`` (CUDA, float32/bfloat16/float16): ``tvconv._triton``, Triton kernels compiled on
+  first use per (k, dtype) and cached on disk by Triton; forward, input, weight and bias
+  gradients, any layout read in place. On CPU tensors only in Triton's interpreter
+  (``TRITON_INTERPRET=1``, what the tests use), and only when asked for by name.
 - ``eager``: shift-and-accumulate over the k*k taps in PyTorch ops (``tvconv.ops``); any device
-  and dtype. The CUDA path (no per-pixel-kernel op in cuDNN).
+  and dtype: the fallback where neither applies (no per-pixel-kernel op in cuDNN).
 
 Why this choice, with the ratios ``make bench-kernels`` measured: README.md, "Kernels".
 
-``TVCONV_KERNEL`` = ``auto`` (default: ``cpp`` where it applies and builds), ``cpp`` (fail if it
-cannot build) or ``eager``. A failed build warns once and falls back to ``eager``.
+``TVCONV_KERNEL`` = ``auto`` (default: ``cpp`` on CPU, ``triton`` on CUDA, where they apply and
+build), ``cpp`` / ``triton`` (fail if it cannot run) or ``eager``. A failed build or a missing
+Triton warns once and falls back to ``eager``.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ import torch
 from tvconv._lock import exclusive
 
 SOURCE = Path(__file__).parent / "csrc" / "translation_variant.cpp"
-CHOICES = ("auto", "cpp", "eager")
+CHOICES = ("auto", "cpp", "triton", "eager")
 CPP_DTYPES = (torch.float32, torch.float64)
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CFLAGS = ("-O3", "-march=native", "-fopenmp")
 
 
@@ -180,15 +186,50 @@ def packed_weight(weight: torch.Tensor) -> torch.Tensor:
     return cpu_extension().pack_weight(weight)
 
 
+@cache
+def triton_kernels() -> ModuleType | None:
+    """``tvconv._triton``, or None (with one warning) when Triton is missing or fails to load."""
+    try:
+        from tvconv import _triton
+    except Exception as error:  # not installed (CPU wheels, macOS), or a broken install
+        if requested() == "triton":
+            raise RuntimeError(
+                f"TVCONV_KERNEL=triton but Triton is unavailable: {error}"
+            ) from error
+        warnings.warn(
+            f"TVConv Triton kernels unavailable ({type(error).__name__}: {str(error)[:200]}); "
+            "using the eager PyTorch path on CUDA (slower, same results)",
+            stacklevel=3,
+        )
+        return None
+    return _triton
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def choose(*tensors: torch.Tensor | None) -> str:
-    """``cpp`` or ``eager`` for these operands."""
+    """``cpp``, ``triton`` or ``eager`` for these operands."""
     choice = requested()
     if choice == "eager":
         return "eager"
     present = [t for t in tensors if t is not None]
-    applies = all(t.device.type == "cpu" and t.dtype in CPP_DTYPES for t in present)
+    devices = {t.device.type for t in present}
     dtypes = {t.dtype for t in present}
-    if not applies or len(dtypes) != 1:
+    if choice == "triton":
+        if not (devices <= {"cuda"} or _interpreting()) or not dtypes <= set(TRITON_DTYPES):
+            got = sorted({(t.device.type, str(t.dtype)) for t in present})
+            raise RuntimeError(
+                "TVCONV_KERNEL=triton needs CUDA float32/bfloat16/float16 operands (CPU ones only "
+                f"with TRITON_INTERPRET=1), got {got}"
+            )
+        triton_kernels()
+        return "triton"
+    if devices == {"cuda"} and dtypes <= set(TRITON_DTYPES) and choice == "auto":
+        return "triton" if triton_kernels() is not None else "eager"
+    applies = devices == {"cpu"} and len(dtypes) == 1 and dtypes <= set(CPP_DTYPES)
+    if not applies:
         if choice == "cpp":
             raise RuntimeError(
                 "TVCONV_KERNEL=cpp needs CPU float32/float64 operands of one dtype, got "

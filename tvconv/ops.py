@@ -11,7 +11,8 @@ the optional bias) evaluated once, A and B dropped. Unlike the official code, th
 the bias branch and supports any odd kernel size.
 
 Both forms call ``translation_variant_conv``, the one core op; ``tvconv.kernels`` picks its
-implementation per device (C++ kernels on CPU, the eager tap loop elsewhere).
+implementation per device (C++ kernels on CPU, Triton kernels on CUDA, the eager tap loop
+elsewhere).
 """
 
 from __future__ import annotations
@@ -184,6 +185,45 @@ class _CppTranslationVariantConv(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None
 
 
+class _TritonTranslationVariantConv(torch.autograd.Function):
+    """The Triton kernels (``tvconv._triton``; CUDA): forward, input, weight and bias gradients,
+    each one kernel reading its operands in place through their strides. The operands are brought
+    to one dtype first (the widest, as the eager path's type promotion would; autocast may hand
+    a bfloat16 input and float32 weights), and each gradient is returned in its operand's dtype.
+    Saves the input and the weights only."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride):
+        dtype = x.dtype if bias is None else torch.promote_types(x.dtype, bias.dtype)
+        dtype = torch.promote_types(dtype, weight.dtype)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.has_bias = stride, bias is not None
+        return kernels.triton_kernels().forward(x, weight, bias, stride)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        triton_kernels = kernels.triton_kernels()
+        x, weight = ctx.saved_tensors
+        grad_out = grad_out.to(x.dtype)
+        x_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = triton_kernels.input_grad(grad_out, weight, x.shape, ctx.stride, like=x)
+            grad_x = grad_x.to(x_dtype)
+        wants_bias = ctx.has_bias and ctx.needs_input_grad[2]
+        if ctx.needs_input_grad[1] or wants_bias:
+            grad_weight, grad_bias = triton_kernels.weight_and_bias_grad(
+                grad_out, x, weight.shape, ctx.stride, ctx.needs_input_grad[1], wants_bias
+            )
+            grad_weight = None if grad_weight is None else grad_weight.to(weight_dtype)
+            grad_bias = None if grad_bias is None else grad_bias.to(bias_dtype)
+        return grad_x, grad_weight, grad_bias, None
+
+
 def translation_variant_conv(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
 ) -> torch.Tensor:
@@ -191,15 +231,19 @@ def translation_variant_conv(
 
     x (N, C, H_in, W_in), weight (C, k, k, H, W), bias (C, H, W) or None -> (N, C, H, W).
 
-    On CPU in float32/float64 the C++ kernels run (``tvconv.kernels``, chosen by
-    ``TVCONV_KERNEL``); elsewhere, or when they cannot be built, the eager path: shift-and-
-    accumulate over the k*k taps, each tap multiplying a strided view of the padded input by its
-    weight plane and adding into the output in place. Either way memory stays at one copy of the
-    input plus the output, where an unfold would hold k*k copies, and the backward is hand-written
-    (``_CppTranslationVariantConv`` / ``_TranslationVariantConv``).
+    On CPU in float32/float64 the C++ kernels run, on CUDA the Triton kernels
+    (``tvconv.kernels``, chosen by ``TVCONV_KERNEL``); elsewhere, or when they cannot be built, the
+    eager path: shift-and-accumulate over the k*k taps, each tap multiplying a strided view of the
+    padded input by its weight plane and adding into the output in place. Either way memory stays
+    at one copy of the input plus the output, where an unfold would hold k*k copies, and the
+    backward is hand-written (``_CppTranslationVariantConv``, ``_TritonTranslationVariantConv``,
+    ``_TranslationVariantConv``).
     """
-    if kernels.choose(x, weight, bias) == "cpp":
+    choice = kernels.choose(x, weight, bias)
+    if choice == "cpp":
         return _CppTranslationVariantConv.apply(x, weight, bias, stride)
+    if choice == "triton":
+        return _TritonTranslationVariantConv.apply(x, weight, bias, stride)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
