@@ -14,9 +14,10 @@ ENTITY ?=
 DRY_RUN ?=
 SEEDS ?=
 CELLS ?=
+GPUS ?=
 STUDY = $(if $(DATA_ROOT),DATA_ROOT=$(DATA_ROOT) )$(PY) -m studies run --preset $(PRESET) \
 	--jobs $(JOBS) --results $(RESULTS) $(if $(SEEDS),--seeds $(SEEDS)) \
-	$(if $(CELLS),--cells '$(CELLS)')
+	$(if $(CELLS),--cells '$(CELLS)') $(if $(GPUS),--gpus $(GPUS))
 ANALYSE = $(PY) -m analysis --preset $(PRESET) --results $(RESULTS)
 # Run a study, then render its tables and figures (also after failed runs: the finished ones
 # are shown; not after a bad spec, exit code 2). The recipe keeps the runner's exit code.
@@ -65,7 +66,7 @@ format: setup  ## apply ruff fixes and formatting
 studies: setup  ## list the studies, presets and run counts
 	$(PY) -m studies list --results $(RESULTS)
 
-ablation-aug: setup  ## question 1: robustness to augmentation (PRESET, JOBS, SEEDS, CELLS, DATA_ROOT, OVERRIDES)
+ablation-aug: setup  ## question 1: robustness to augmentation (PRESET, JOBS, SEEDS, CELLS, GPUS, DATA_ROOT, OVERRIDES)
 	$(call run_and_render,aug)
 
 ablation-init: setup  ## question 2: affinity-map initialisation

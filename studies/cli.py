@@ -58,13 +58,34 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_gpus(text: str) -> list[int]:
+    """``--gpus``: GPU indices, comma-separated (``0,1``), each once."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise SpecError(f"--gpus {text!r}: expected GPU indices separated by commas, e.g. 0,1")
+    gpus = [int(part) for part in parts]
+    if len(set(gpus)) < len(gpus):
+        raise SpecError(f"--gpus {text!r}: a GPU is given more than once")
+    return gpus
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studies", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run (or --dry-run) one study's preset")
     run.add_argument("study", help=f"one of: {', '.join(list_studies())}")
     run.add_argument("--preset", default="quick", choices=PRESETS)
-    run.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="local worker processes (default 1); with GPUs, runs at once on each GPU",
+    )
+    run.add_argument(
+        "--gpus",
+        help="spread training runs over these GPUs, --jobs on each (e.g. 0,1; default every "
+        "visible GPU when the runs' device is auto or cuda)",
+    )
     run.add_argument(
         "--seeds",
         help="seeds to run instead of the preset's: a count (10 = 0-9), a range (0-9), a list "
@@ -149,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs < 1:
             raise SpecError(f"--jobs={args.jobs} is invalid: expected a positive int")
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+        gpus = parse_gpus(args.gpus) if args.gpus is not None else None
         spec = load_spec(args.study)
         slurm = {
             "cluster": args.slurm_cluster,
@@ -171,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             slurm=slurm,
             seeds=seeds,
             cells=args.cells,
+            gpus=gpus,
         )
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)

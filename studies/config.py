@@ -144,8 +144,12 @@ def assign(config: RunConfig, key: str, value: object) -> RunConfig:
         raise ValueError(f"{key}={value!r}: {error}") from None
 
 
-def with_threads(config: RunConfig, threads: int) -> RunConfig:
-    """Pin the torch threads of a training run (not part of the run_id)."""
+def with_runtime(config: RunConfig, threads: int, device: str | None = None) -> RunConfig:
+    """Pin the torch threads (and, given, the device) of a training run: neither is part of the
+    run_id."""
     if not TASKS[config.task].trains:
         return config
-    return replace(config, **{config.task: replace(config.section, threads=threads)})
+    section = replace(config.section, threads=threads)
+    if device is not None:
+        section = replace(section, device=device)
+    return replace(config, **{config.task: section})

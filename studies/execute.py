@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import tvconv
-from studies.config import TASKS, with_threads
+from studies.config import TASKS, with_runtime
 from studies.spec import Run
 from studies.store import SCHEMA_VERSION, Store
 from studies.tracking import Tracker, track_run
@@ -83,9 +83,11 @@ def execute_run(
     force: bool = False,
     sha: str | None = None,
     retry_failed: bool = False,
+    device: str | None = None,
 ) -> str:
     """Execute one run into the store; returns complete | failed | skipped (locked by another
-    runner, or finished by one since the sweep was planned)."""
+    runner, or finished by one since the sweep was planned). ``device`` (``cuda:N``, from the
+    launcher's GPU slots) replaces the config's; it is made the process's current CUDA device."""
     store = Store(Path(root), run.study, run.preset)
     if not store.try_lock(run.run_id):
         return "skipped"
@@ -103,10 +105,14 @@ def execute_run(
         )
         torch.set_num_threads(threads)
         environment = {"git_sha": sha, "host": socket.gethostname(), "threads": threads}
+        if device is not None:
+            environment["device"] = device
         started = time.time()
         tracker = track_run(Path(root), run)
         try:
-            outcome = _execute(run, store, threads, tracker)
+            if device is not None and device.startswith("cuda:"):
+                torch.cuda.set_device(torch.device(device))  # Triton launches on the current one
+            outcome = _execute(run, store, threads, tracker, device)
         except Exception:
             outcome = {"status": "failed", "error": traceback.format_exc(), "metrics": {}}
         record = new_record(run, environment, started, **outcome, finished=time.time())
@@ -117,7 +123,7 @@ def execute_run(
         store.unlock(run.run_id)
 
 
-def _execute(run: Run, store: Store, threads: int, tracker: Tracker) -> dict:
+def _execute(run: Run, store: Store, threads: int, tracker: Tracker, device: str | None) -> dict:
     config = run.config
     task = TASKS[config.task]
     if not task.trains:
@@ -126,7 +132,9 @@ def _execute(run: Run, store: Store, threads: int, tracker: Tracker) -> dict:
         return {"status": "complete", **measured, "error": None}
     checkpoints = store.folder / "checkpoints" / run.run_id
     settings = replace(
-        with_threads(config, threads).section, progress=False, checkpoint_dir=str(checkpoints)
+        with_runtime(config, threads, device).section,
+        progress=False,
+        checkpoint_dir=str(checkpoints),
     )
     result = task.run(settings, on_epoch_end=tracker.epoch, on_step=tracker.step)
     if result.status == "complete":

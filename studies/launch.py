@@ -1,10 +1,15 @@
 """Launchers: a local process pool, and SLURM job arrays through submitit.
 
 Local: ``jobs`` worker processes (spawned, so torch's thread pools start clean), torch threads
-split evenly across them; ``jobs=1`` runs in this process. A worker that dies (e.g. killed by
-the OS) breaks the pool: the runs in flight are queued again once (a run lost twice is recorded as
-failed) and the pool is rebuilt for the rest. Sweep progress shows done / running / failed /
-remaining and an ETA on a terminal, one line per finished run otherwise (``_Progress``).
+split evenly across them; ``jobs=1`` runs in this process. Training runs on CUDA (``device`` auto
+or cuda on a machine with GPUs) run ``jobs`` at once on each GPU (``--gpus 0,1``, default every
+GPU this process sees, ``CUDA_VISIBLE_DEVICES`` applies): each run goes to the GPU with the fewest
+runs in flight, as ``device=cuda:N`` (the record's ``environment.device``), one process per run,
+the CPU threads split over all of them (``choose_gpus``, ``GpuSlots``). A worker that dies (e.g.
+killed by the OS) breaks the pool: the runs in flight are queued again once (a run lost twice is
+recorded as failed) and the pool is rebuilt for the rest. Sweep progress shows done / running /
+failed / remaining and an ETA on a terminal, one line per finished run otherwise
+(``_Progress``).
 
 SLURM: one array job over the missing runs (``submitit.AutoExecutor``; ``cluster="local"`` runs
 the same path on this machine, which the tests use). Each array task executes one run into the
@@ -20,11 +25,12 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from studies.config import TASKS
 from studies.execute import execute_run, new_record, threads_per_job
-from studies.spec import Run
+from studies.spec import Run, SpecError
 from studies.store import Store
 
 
@@ -104,40 +110,114 @@ def _record_failure(run: Run, root: Path, error: BaseException) -> None:
         )
 
 
-def launch_local(runs: list[Run], root: Path, jobs: int, options: dict, out=sys.stdout) -> None:
-    """Execute ``runs`` with ``jobs`` local workers. ``options``: force, sha, retry_failed.
+def visible_gpus() -> int:
+    """The CUDA devices this process sees (after ``CUDA_VISIBLE_DEVICES``)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def choose_gpus(runs: list[Run], requested: list[int] | None) -> list[int] | None:
+    """The GPUs (indices among the visible ones) the local runs spread over, or None to run
+    them as configured. ``requested`` (``--gpus``) must name visible GPUs and training runs whose
+    device is auto or cuda; without it, training runs on auto / cuda use every visible GPU.
+    Raises SpecError before anything runs."""
+    training = [run for run in runs if TASKS[run.config.task].trains]
+    devices = sorted({run.config.section.device for run in training})
+    if requested is None:
+        count = visible_gpus() if training and set(devices) <= {"auto", "cuda"} else 0
+        return list(range(count)) or None
+    if len(training) < len(runs):
+        raise SpecError("--gpus schedules training runs; this study's runs do not train")
+    pinned = [device for device in devices if device not in ("auto", "cuda")]
+    if pinned:
+        raise SpecError(
+            f"--gpus with device={pinned[0]}: the GPUs are chosen per run; leave device=auto or "
+            "device=cuda"
+        )
+    count = visible_gpus()
+    if count == 0:
+        raise SpecError(f"--gpus {','.join(map(str, requested))}: no CUDA device is visible here")
+    absent = [gpu for gpu in requested if gpu >= count]
+    if absent:
+        raise SpecError(
+            f"--gpus: GPU {absent[0]} is not visible here (visible: 0-{count - 1}; "
+            "CUDA_VISIBLE_DEVICES renumbers them from 0)"
+        )
+    return requested
+
+
+class GpuSlots:
+    """``per_gpu`` run slots on each of ``gpus``: ``take`` gives the GPU with the fewest runs in
+    flight (the lowest index on a tie), ``give_back`` frees one."""
+
+    def __init__(self, gpus: list[int], per_gpu: int) -> None:
+        self.per_gpu = per_gpu
+        self.in_flight = dict.fromkeys(gpus, 0)
+
+    def take(self) -> str:
+        gpu = min(self.in_flight, key=lambda g: (self.in_flight[g], g))
+        if self.in_flight[gpu] >= self.per_gpu:
+            raise RuntimeError("every GPU slot is taken")
+        self.in_flight[gpu] += 1
+        return f"cuda:{gpu}"
+
+    def give_back(self, device: str) -> None:
+        self.in_flight[int(device.split(":")[1])] -= 1
+
+
+def launch_local(
+    runs: list[Run],
+    root: Path,
+    jobs: int,
+    options: dict,
+    out=sys.stdout,
+    gpus: list[int] | None = None,
+) -> None:
+    """Execute ``runs`` with ``jobs`` local workers, or ``jobs`` per GPU on ``gpus``.
+    ``options``: force, sha, retry_failed.
 
     When a worker dies the pool breaks for every run in flight: those runs are queued again once
     (a second loss records them as failed), so an innocent run is not failed for another's crash.
     """
-    threads = threads_per_job(jobs)
+    workers = jobs * len(gpus) if gpus else jobs
+    threads = threads_per_job(workers)
+    slots = GpuSlots(gpus, jobs) if gpus else None
     progress = _Progress(len(runs), out, root)
-
-    def call(run: Run) -> str:
-        return execute_run(run, root, threads, **options)
+    if gpus:
+        print(
+            f"{jobs} run(s) at once on each of GPU(s) {','.join(map(str, gpus))}, "
+            f"{threads} CPU thread(s) each",
+            file=out,
+        )
 
     try:
-        if jobs <= 1:
+        if workers <= 1:
             for run in runs:
                 progress.started()
-                progress.finished(call(run), run)
+                device = slots.take() if slots else None
+                status = execute_run(run, root, threads, **options, device=device)
+                if slots:
+                    slots.give_back(device)
+                progress.finished(status, run)
             return
         pending = list(runs)
         losses: dict[str, int] = {}
         while pending:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                in_flight: dict = {}
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                in_flight: dict = {}  # future -> (run, device)
                 try:
                     while pending or in_flight:
-                        while pending and len(in_flight) < jobs:
-                            run = pending[0]
-                            in_flight[pool.submit(execute_run, run, root, threads, **options)] = run
-                            pending.pop(0)
+                        while pending and len(in_flight) < workers:
+                            run = pending.pop(0)
+                            device = slots.take() if slots else None
+                            future = pool.submit(
+                                execute_run, run, root, threads, **options, device=device
+                            )
+                            in_flight[future] = (run, device)
                             progress.started()
                         finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                         for future in finished:
-                            run = in_flight[future]
+                            run, device = in_flight[future]
                             try:
                                 status = future.result()
                             except BrokenProcessPool:
@@ -146,9 +226,13 @@ def launch_local(runs: list[Run], root: Path, jobs: int, options: dict, out=sys.
                                 _record_failure(run, root, error)
                                 status = "failed"
                             del in_flight[future]
+                            if slots:
+                                slots.give_back(device)
                             progress.finished(status, run)
                 except BrokenProcessPool as error:
-                    for run in in_flight.values():
+                    for run, device in in_flight.values():
+                        if slots:
+                            slots.give_back(device)
                         progress.finished("requeued", run)
                         losses[run.run_id] = losses.get(run.run_id, 0) + 1
                         if losses[run.run_id] >= 2:

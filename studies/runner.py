@@ -20,7 +20,7 @@ from pathlib import Path
 
 from studies.config import TASKS
 from studies.execute import git_sha
-from studies.launch import launch_local, launch_slurm
+from studies.launch import choose_gpus, launch_local, launch_slurm
 from studies.spec import Run, Spec, SpecError, select_cells
 from studies.store import Store
 from studies.tracking import sweep_fallback, track_run
@@ -191,16 +191,21 @@ def run_study(
     out=sys.stdout,
     seeds: list[int] | None = None,
     cells: list[str] | None = None,
+    gpus: list[int] | None = None,
 ) -> int:
     """Run (or show, with ``dry_run``) a study's preset; returns the exit code (0 or 1).
     ``seeds`` replaces the preset's seeds; ``cells`` (shell-style patterns of cell labels) keeps
-    the matching cells only."""
+    the matching cells only; ``gpus`` (local launcher) spreads training runs over these GPUs,
+    ``jobs`` on each (default: every visible GPU when the runs train on auto / cuda)."""
     overrides = dict(overrides or {})
     spec = spec.for_task(str(overrides.pop("task", spec.task)))
     runs = spec.runs(preset, overrides, seeds)
     if cells:
         runs = select_cells(runs, cells)
     check_runs(runs, out)
+    if gpus is not None and launcher != "local":
+        raise SpecError("--gpus is for the local launcher (SLURM: --slurm-gpus per run)")
+    gpus = choose_gpus(runs, gpus) if launcher == "local" else None
     store = Store(root, spec.name, preset)
     for run in runs:
         why = store.damaged(run.run_id)
@@ -221,7 +226,9 @@ def run_study(
         print(status_lines(runs, store), file=out)
         return 0
     with sweep_fallback(root):
-        todo = _launch(spec, todo, store, root, jobs, launcher, force, retry_failed, slurm, out)
+        todo = _launch(
+            spec, todo, store, root, jobs, launcher, force, retry_failed, slurm, out, gpus
+        )
     wait_for_other_runners(todo, store, out)
     print(summary_table(spec, runs, store), file=out)
     failed = [run for run in runs if store.status(run.run_id) != "done"]
@@ -246,6 +253,7 @@ def _launch(
     retry_failed: bool,
     slurm: dict | None,
     out,
+    gpus: list[int] | None = None,
 ) -> list[Run]:
     """Copy what other studies hold, execute the rest; returns the runs executed."""
     if not force:
@@ -267,5 +275,5 @@ def _launch(
             # model (2-thread latencies came out up to 100x too slow with --jobs 2).
             print("profile runs time themselves: running them one at a time (--jobs 1)", file=out)
             jobs = 1
-        launch_local(todo, root, jobs, options, out)
+        launch_local(todo, root, jobs, options, out, gpus)
     return todo
