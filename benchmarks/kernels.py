@@ -7,10 +7,14 @@ at batch 1 and 32 and 1 and 2 threads, prints the time ratio to ``F.conv2d(group
 - ``train``: a training step of the core op (forward + backward for input and weights, C++),
   against the depthwise conv's forward + backward, and the two steps' peak memory ratio;
 
-then the medians and worst cases, and the model-level images/s of the deployed TVConv x0.1 and
-x0.5 against the depthwise x0.1 and x1.0 (the paper's throughput comparison). Ratios are measured
-in one run on the same inputs, the steps taking turns (best of 3 rounds); absolute times depend
-on the machine.
+then the medians and worst cases; the model-level training step (forward, backward and SGD
+update, batch 32, channels-last as the training engine runs it) of TVConv against depthwise at
+equal width, MobileNetV2-face x0.1 and x0.5 at 48 and 96 px, with the quick preset's generator
+(inter 16 x 1), the paper's (64 x 3) and none (``generator=False``, the op's own cost), time and
+peak-memory ratios; and the model-level images/s of the deployed TVConv x0.1 and x0.5 against the
+depthwise x0.1 and x1.0 (the paper's throughput comparison). Ratios are measured in one run on
+the same inputs, the steps taking turns (best of 3 rounds); absolute times depend on the
+machine.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def _interleaved(steps: dict, threads: int, min_run_time: float, label: str) -> 
     best = dict.fromkeys(steps, float("inf"))
     for _ in range(ROUNDS):
         for name, step in steps.items():
-            median = profile._time_step(step, threads, min_run_time / ROUNDS, 1, label).median
+            median = profile.time_step(step, threads, min_run_time / ROUNDS, 1, label).median
             best[name] = min(best[name], median)
     return best
 
@@ -140,6 +144,60 @@ def layer_rows(batch_sizes, threads_list, min_run_time: float) -> list[dict]:
     return rows
 
 
+GENERATORS = {  # TVConv options of the training-step rows
+    "quick (16 x 1)": {"inter_channels": 16, "inter_layers": 1},
+    "paper (64 x 3)": {"inter_channels": 64, "inter_layers": 3},
+    "none": {"generator": False},
+}
+
+
+def _model_training_step(name: str, atom: str, size: int, batch: int, options: dict):
+    """One SGD step of the backbone in channels-last layout (``tvconv.train.channels_last``)."""
+    from tvconv.train import channels_last
+
+    torch.manual_seed(0)
+    model = channels_last(models.create(name, atom=atom, input_size=size, **options)).train()
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    return profile.training_step(model, x)
+
+
+def training_rows(names, sizes, batch: int, threads: int, min_run_time: float) -> list[dict]:
+    rows = []
+    for name in names:
+        for size in sizes:
+            steps = {"dw": _model_training_step(name, "dw", size, batch, {})}
+            for label, options in GENERATORS.items():
+                steps[label] = _model_training_step(name, "tvconv", size, batch, options)
+            label = f"{name} {size}px N{batch} t{threads}"
+            times = _interleaved(steps, threads, min_run_time, label)
+            memory = {key: _median_memory(step) for key, step in steps.items()}
+            for generator in GENERATORS:
+                rows.append(
+                    {
+                        "model": name,
+                        "size": size,
+                        "generator": generator,
+                        "dw_ms": times["dw"] * 1e3,
+                        "time": times[generator] / times["dw"],
+                        "memory": memory[generator] / max(memory["dw"], 1e-3),
+                    }
+                )
+    return rows
+
+
+def _print_training(rows: list[dict], batch: int, threads: int) -> None:
+    print(
+        f"\nTraining step (forward, backward, SGD; batch {batch}, {threads} thread(s)), TVConv / "
+        "depthwise at equal width (time; memory: peak RSS):"
+    )
+    print(f"{'model':20s} {'size':>4s} {'generator':16s} {'dw ms':>8s} {'time':>6s} {'memory':>7s}")
+    for r in rows:
+        print(
+            f"{r['model']:20s} {r['size']:4d} {r['generator']:16s} {r['dw_ms']:8.1f} "
+            f"{r['time']:6.2f} {r['memory']:7.2f}"
+        )
+
+
 def model_rows(batch_sizes, threads_list, min_run_time: float) -> list[dict]:
     rows = []
     for name, atom in profile.THROUGHPUT_MODELS:
@@ -204,10 +262,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--min-run-time", type=float, default=0.2)
-    parser.add_argument("--no-models", action="store_true", help="layer shapes only")
+    parser.add_argument("--no-models", action="store_true", help="no deployed-model images/s")
+    parser.add_argument("--no-layers", action="store_true", help="no per-layer ratios")
+    parser.add_argument(
+        "--train-models",
+        nargs="*",
+        default=["mobilenet_v2_x0_1", "mobilenet_v2_x0_5"],
+        help="backbones of the training-step rows (none: skip them)",
+    )
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=[48, 96])
+    parser.add_argument("--train-batch", type=int, default=32)
+    parser.add_argument("--train-threads", type=int, default=2)
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {profile.cpu_model()}, kernel: {kernels.extension_name()}")
-    _print_layers(layer_rows(args.batch_sizes, args.threads, args.min_run_time))
+    if not args.no_layers:
+        _print_layers(layer_rows(args.batch_sizes, args.threads, args.min_run_time))
+    if args.train_models:
+        rows = training_rows(
+            args.train_models,
+            args.train_sizes,
+            args.train_batch,
+            args.train_threads,
+            max(args.min_run_time, 0.001) * 5,
+        )
+        _print_training(rows, args.train_batch, args.train_threads)
     if not args.no_models:
         _print_models(model_rows(args.batch_sizes, args.threads, args.min_run_time))
     return 0

@@ -50,6 +50,8 @@ from tvconv.profile.timing import (
     environment,
     measure_latency,
     peak_memory_mib,
+    time_step,
+    training_step,
 )
 
 __all__ = [
@@ -72,4 +74,6 @@ __all__ = [
     "measure_latency",
     "peak_memory_mib",
     "run",
+    "time_step",
+    "training_step",
 ]

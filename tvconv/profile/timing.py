@@ -125,7 +125,7 @@ def peak_memory_mib(step: Callable[[], object], device: torch.device | str) -> t
     return max(0, _proc_status_kib("VmHWM") - before) / 1024, "rss_peak_delta"
 
 
-def _time_step(
+def time_step(
     step: Callable[[], object], threads: int, min_run_time: float, warmup_runs: int, label: str
 ) -> benchmark.Measurement:
     """Warm up, then ``blocked_autorange`` with the thread count pinned (the Timer synchronises
@@ -155,7 +155,7 @@ def default_device(device: torch.device | str | None) -> torch.device:
     return device
 
 
-def _training_step(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+def training_step(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     """Forward + backward + SGD step on a surrogate loss (mean square of the output)."""
     optimizer = torch.optim.SGD(net.parameters(), lr=TRAIN_STEP_LR, momentum=0.9, weight_decay=5e-4)
 
@@ -250,10 +250,10 @@ def measure_latency(
         env = environment(device, thread_count)
         for batch_size in batch_sizes:
             x = torch.randn(batch_size, *shape, device=device).to(memory_format=memory_format)
-            make_step = _training_step if form == "train" else _inference_step
+            make_step = training_step if form == "train" else _inference_step
             step = make_step(runnable, x)
             label = f"{type(model).__name__} {form} batch {batch_size}"
-            measurement = _time_step(step, thread_count, min_run_time, warmup_runs, label)
+            measurement = time_step(step, thread_count, min_run_time, warmup_runs, label)
             with _torch_threads(thread_count):
                 memory, method = peak_memory_mib(step, device)
             rows.append(
@@ -324,7 +324,7 @@ def benchmark_layer_grid(
                     x = x.to(device)
                     label = f"C{c} R{resolution} s{stride} N{batch_size}"
                     timed = {
-                        name: _time_step(
+                        name: time_step(
                             _inference_step(layer, x), threads, min_run_time, warmup_runs, label
                         )
                         for name, layer in (("tvconv", tvconv), ("depthwise", depthwise))
