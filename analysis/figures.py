@@ -185,7 +185,8 @@ def aug_figure(runs: pd.DataFrame, stem: Path, metric: str = HEADLINE) -> list[P
             if summary.empty:
                 continue
             x = np.array([order.index(v) for v in summary["level"]]) + offset
-            _points(left, x, summary, ATOM_COLOURS[atom], ATOM_LABELS[atom])
+            # categorical levels (and the layout-free controls): no line between them
+            _points(left, x, summary, ATOM_COLOURS[atom], ATOM_LABELS[atom], linestyle="none")
         _categorical_axis(left, order, "augmentation (layout-preserving → destroying)", 30)
         left.set_ylabel(metric_label(metric))
         left.set_title(f"{metric_name(metric)} per augmentation")

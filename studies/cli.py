@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from studies.runner import run_study
-from studies.spec import PRESETS, SpecError, list_studies, load_spec
+from studies.spec import PRESETS, SpecError, list_studies, load_spec, parse_seeds
 from studies.store import DEFAULT_ROOT, Store
 from studies.tracking import sync_offline_runs
 from studies.views import save_views
@@ -27,35 +27,6 @@ def _overrides(assignments: list[str]) -> dict:
             raise SpecError(f"override {assignment!r} is not of the form key=value")
         parsed[key] = value
     return parsed
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``--seeds``: a count (``10``: seeds 0-9), a range (``0-9``), a list (``0,3,7``) or a mix of
-    ranges and seeds (``0-4,10``); seeds are ints >= 0, given once each."""
-    text = text.strip()
-    if text.isdigit():
-        count = int(text)
-        if count < 1:
-            raise SpecError(
-                f"--seeds {text}: a count of seeds must be >= 1 (seed 0 alone: --seeds 0-0)"
-            )
-        return list(range(count))
-    seeds: list[int] = []
-    for part in text.split(","):
-        start, dash, end = part.strip().partition("-")
-        if not start.isdigit() or (dash and not end.isdigit()):
-            raise SpecError(
-                f"--seeds {text!r}: {part.strip()!r} is not a seed or a range; expected a count "
-                "(10), a range (0-9), a list (0,3,7) or a mix (0-4,10) of ints >= 0"
-            )
-        low, high = int(start), int(end) if dash else int(start)
-        if high < low:
-            raise SpecError(f"--seeds {text!r}: the range {part.strip()} is reversed")
-        seeds += range(low, high + 1)
-    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
-    if repeated:
-        raise SpecError(f"--seeds {text!r}: seed(s) {repeated} given more than once")
-    return seeds
 
 
 def parse_gpus(text: str) -> list[int]:

@@ -115,6 +115,22 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_devices(runs: list[Run]) -> None:
+    """Refuse, before anything runs, runs on ``device=cuda[:N]`` where no such GPU is visible
+    (the ``gpu`` presets on a CPU machine): every run would fail at its start."""
+    count = visible_gpus()
+    for run in runs:
+        device = getattr(run.config.section, "device", "auto")
+        if device.startswith("cuda"):
+            index = int(device.partition(":")[2] or 0)
+            if index >= count:
+                seen = f"GPUs 0-{count - 1}" if count else "no CUDA device"
+                message = f"{run.cell} seed={run.seed}: device={device} but this machine has {seen}"
+                if run.preset == "gpu":
+                    message += "; the gpu preset needs a GPU (on the CPU: --preset quick)"
+                raise SpecError(message)
+
+
 def choose_gpus(runs: list[Run], requested: list[int] | None) -> list[int] | None:
     """The GPUs (indices among the visible ones) the local runs spread over, or None to run
     them as configured. ``requested`` (``--gpus``) must name visible GPUs and training runs whose

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from studies.config import TASKS
 from studies.execute import git_sha
-from studies.launch import choose_gpus, launch_local, launch_slurm
+from studies.launch import check_devices, choose_gpus, launch_local, launch_slurm
 from studies.spec import Run, Spec, SpecError, select_cells
 from studies.store import Store
 from studies.tracking import sweep_fallback, track_run
@@ -225,6 +225,8 @@ def run_study(
     if dry_run:
         print(status_lines(runs, store), file=out)
         return 0
+    if launcher == "local":
+        check_devices(todo)
     with sweep_fallback(root):
         todo = _launch(
             spec, todo, store, root, jobs, launcher, force, retry_failed, slurm, out, gpus

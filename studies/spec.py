@@ -13,6 +13,7 @@ and ``presets``::
     presets:
       smoke: {base: smoke, seeds: [0], overrides: {optim.epochs: 1}}
       quick: {base: quick, seeds: [0, 1, 2]}
+      gpu: {base: quick, seeds: "0-29", overrides: {device: cuda}}  # seeds as --seeds text
       paper: {base: paper, seeds: [0, 1, 2], grid: [...]}   # a preset may replace the grid
 
 A face study can also be asked of the fundus task (``task=fundus`` on the command line) when
@@ -62,7 +63,7 @@ import yaml
 from studies.config import TASKS, RunConfig, assign, base_config
 
 SPEC_DIR = Path(__file__).parent
-PRESETS = ("smoke", "quick", "paper")
+PRESETS = ("smoke", "quick", "gpu", "paper")
 ABLATIONS = ("aug", "init", "weightgen", "depth", "seg")  # make ablation-<study>
 
 
@@ -172,7 +173,12 @@ class Spec:
         )
 
     def seeds(self, preset: str) -> list[int]:
-        return list(self._preset(preset).get("seeds", [0]))
+        seeds = self._preset(preset).get("seeds", [0])
+        return (
+            parse_seeds(seeds, f"{self.path}: presets.{preset}.seeds")
+            if isinstance(seeds, str)
+            else list(seeds)
+        )
 
     def _preset(self, preset: str) -> dict:
         if preset not in self.presets:
@@ -453,8 +459,15 @@ def load_spec(name_or_path: str | Path) -> Spec:
         if extra:
             raise SpecError(f"{path}: presets.{preset}: unknown key(s) {extra}")
         seeds = settings.get("seeds", [0])
-        if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-            raise SpecError(f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints")
+        if isinstance(seeds, str):
+            parse_seeds(seeds, f"{path}: presets.{preset}.seeds")
+        elif not isinstance(seeds, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+        ):
+            raise SpecError(
+                f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints >= 0 or a "
+                "range such as 0-29"
+            )
     grid = content.get("grid") or []
     if not isinstance(grid, list):
         raise SpecError(f"{path}: grid must be a list of blocks, got {grid!r}")
@@ -492,6 +505,34 @@ def load_spec(name_or_path: str | Path) -> Spec:
         tasks=tasks,
         contrasts=_check_contrasts(content.get("contrasts") or [], path, task),
     )
+
+
+def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
+    """``--seeds`` (or a spec's ``seeds:`` given as text, named by ``where``): a count (``10``:
+    seeds 0-9), a range (``0-9``), a list (``0,3,7``) or a mix of ranges and seeds (``0-4,10``);
+    seeds are ints >= 0, given once each."""
+    text = text.strip()
+    if text.isdigit():
+        count = int(text)
+        if count < 1:
+            raise SpecError(f"{where} {text}: a count of seeds must be >= 1 (seed 0 alone: 0-0)")
+        return list(range(count))
+    seeds: list[int] = []
+    for part in text.split(","):
+        start, dash, end = part.strip().partition("-")
+        if not start.isdigit() or (dash and not end.isdigit()):
+            raise SpecError(
+                f"{where} {text!r}: {part.strip()!r} is not a seed or a range; expected a count "
+                "(10), a range (0-9), a list (0,3,7) or a mix (0-4,10) of ints >= 0"
+            )
+        low, high = int(start), int(end) if dash else int(start)
+        if high < low:
+            raise SpecError(f"{where} {text!r}: the range {part.strip()} is reversed")
+        seeds += range(low, high + 1)
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise SpecError(f"{where} {text!r}: seed(s) {repeated} given more than once")
+    return seeds
 
 
 def _check_selector(selector: object, task: str, where: str) -> dict:

@@ -14,7 +14,8 @@ dtype), padding never materialised and no unfolded copy of the input ever made:
   output pixels), float32 partial sums per slice added at the end (enough slices to fill the GPU
   when the layer is small and the batch large).
 
-Tensors are read through their strides, so NCHW and channels-last inputs both work in place.
+Tensors are read through their strides, so NCHW and channels-last inputs, and the cached form's
+(H, k, k, W, C)-ordered weights, are all read in place.
 Sums accumulate in float32 whatever the dtype (float32, bfloat16, float16), then are stored in the
 operands' dtype. With ``TRITON_INTERPRET=1`` (set before this module is imported) the same kernels
 run on CPU tensors in Triton's interpreter: how the tests check them against the reference without
@@ -42,6 +43,7 @@ def _forward_kernel(
     channels, height_in, width_in, height, width,
     sxn, sxc, sxh, sxw,
     son, soc, soh, sow,
+    swc, swi, swj, swh, sww,
     STRIDE: tl.constexpr, K: tl.constexpr, HAS_BIAS: tl.constexpr,
     CHANNEL_BLOCK: tl.constexpr, PIXEL_BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -57,8 +59,10 @@ def _forward_kernel(
         xi = STRIDE * x + t % K - (K - 1) // 2
         read = inside & (yi >= 0) & (yi < height_in) & (xi >= 0) & (xi < width_in)
         values = tl.load(x_ptr + n * sxn + c * sxc + yi * sxh + xi * sxw, mask=read, other=0.0)
-        # weight (channels, K, K, height, width), contiguous
-        weights = tl.load(w_ptr + (c * K * K + t) * plane + p, mask=inside, other=0.0)
+        # weight (channels, K, K, height, width) through its strides (the cached form stores it
+        # as (height, K, K, width, channels))
+        at = c * swc + (t // K) * swi + (t % K) * swj + y * swh + x * sww
+        weights = tl.load(w_ptr + at, mask=inside, other=0.0)
         total += values.to(tl.float32) * weights.to(tl.float32)
     if HAS_BIAS:
         total += tl.load(b_ptr + c * plane + p, mask=inside, other=0.0).to(tl.float32)
@@ -72,6 +76,7 @@ def _input_grad_kernel(
     channels, height_in, width_in, height, width,
     sgn, sgc, sgh, sgw,
     sxn, sxc, sxh, sxw,
+    swc, swi, swj, swh, sww,
     STRIDE: tl.constexpr, K: tl.constexpr,
     CHANNEL_BLOCK: tl.constexpr, PIXEL_BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -80,7 +85,6 @@ def _input_grad_kernel(
     p = (tl.program_id(2) * PIXEL_BLOCK + tl.arange(0, PIXEL_BLOCK))[None, :]
     yi, xi = p // width_in, p % width_in
     inside = (c < channels) & (p < height_in * width_in)
-    plane = height * width
     total = tl.zeros((CHANNEL_BLOCK, PIXEL_BLOCK), dtype=tl.float32)
     for t in tl.static_range(K * K):
         # output pixel (y, x) reads input (STRIDE*y + i - pad, STRIDE*x + j - pad) by tap (i, j)
@@ -91,7 +95,8 @@ def _input_grad_kernel(
         if STRIDE > 1:
             hit = hit & (ny % STRIDE == 0) & (nx % STRIDE == 0)
         grads = tl.load(g_ptr + n * sgn + c * sgc + y * sgh + x * sgw, mask=hit, other=0.0)
-        weights = tl.load(w_ptr + (c * K * K + t) * plane + y * width + x, mask=hit, other=0.0)
+        at = c * swc + (t // K) * swi + (t % K) * swj + y * swh + x * sww
+        weights = tl.load(w_ptr + at, mask=hit, other=0.0)
         total += grads.to(tl.float32) * weights.to(tl.float32)
     target = gx_ptr + n * sxn + c * sxc + yi * sxh + xi * sxw
     tl.store(target, total.to(gx_ptr.dtype.element_ty), mask=inside)
@@ -147,11 +152,10 @@ def _grid(batch: int, channels: int, pixels: int) -> tuple[int, int, int]:
 def forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int
 ) -> torch.Tensor:
-    """x (N, C, H_in, W_in) in any layout, weight (C, k, k, H, W), bias (C, H, W) or None, one
-    dtype -> (N, C, H, W) in x's memory format."""
+    """x (N, C, H_in, W_in) and weight (C, k, k, H, W) in any layout, bias (C, H, W) or None,
+    one dtype -> (N, C, H, W) in x's memory format."""
     batch, channels, height_in, width_in = x.shape
     _, k, _, height, width = weight.shape
-    weight = weight.contiguous()
     bias = bias.contiguous() if bias is not None else None
     out = torch.empty(
         (batch, channels, height, width),
@@ -163,7 +167,7 @@ def forward(
         _forward_kernel[_grid(batch, channels, height * width)](
             x, weight, bias if bias is not None else weight, out,
             channels, height_in, width_in, height, width,
-            *x.stride(), *out.stride(),
+            *x.stride(), *out.stride(), *weight.stride(),
             STRIDE=stride, K=k, HAS_BIAS=bias is not None,
             CHANNEL_BLOCK=CHANNEL_BLOCK, PIXEL_BLOCK=PIXEL_BLOCK,
         )  # fmt: skip
@@ -184,9 +188,9 @@ def input_grad(
     )
     if grad_x.numel():
         _input_grad_kernel[_grid(batch, channels, height_in * width_in)](
-            grad_out, weight.contiguous(), grad_x,
+            grad_out, weight, grad_x,
             channels, height_in, width_in, height, width,
-            *grad_out.stride(), *grad_x.stride(),
+            *grad_out.stride(), *grad_x.stride(), *weight.stride(),
             STRIDE=stride, K=k, CHANNEL_BLOCK=CHANNEL_BLOCK, PIXEL_BLOCK=PIXEL_BLOCK,
         )  # fmt: skip
     return grad_x

@@ -130,9 +130,14 @@ def override(config: object, assignment: str, prefix: str = "") -> object:
 def result_fields(task: str, fields: dict) -> dict:
     """A task config as JSON (``to_dict`` of it, or a record's) without the fields that do not
     affect the result: runtime settings, the evaluation batch size, the data workers, and the
-    TVConv options of a model without TVConv. A profile config is all result."""
+    TVConv options of a model without TVConv. A profile config is all result (where it runs and
+    in which dtype too), but its ``device`` and ``dtype`` at their defaults are left out: the
+    fields came later, and the measurements made before them keep their run_ids."""
     fields = json.loads(json.dumps(fields))
     if task == "profile":
+        for key, default in (("device", "auto"), ("dtype", "float32")):
+            if fields.get(key) == default:
+                fields.pop(key)
         return fields
     for key in RUNTIME_KEYS:
         fields.pop(key, None)

@@ -171,3 +171,74 @@ def test_the_record_says_which_device_ran_the_run(write_spec, tmp_path):
     assert record["environment"]["device"] == "cpu"
     assert record["environment_run"]["device"] == "cpu"
     assert record["run_id"] == run.run_id  # the device is not part of the result
+
+
+FACE_STUDIES = ("tradeoff", "aug", "init", "weightgen", "depth", "convergence")
+
+
+@pytest.mark.parametrize("study", FACE_STUDIES)
+def test_every_face_study_has_a_gpu_preset_of_the_quick_cells_on_cuda(study):
+    spec = load_spec(study)
+    quick, gpu = spec.runs("quick"), spec.runs("gpu")
+    assert {run.cell for run in gpu} == {run.cell for run in quick}
+    assert len({run.seed for run in gpu}) >= 10 > len({run.seed for run in quick})
+    assert {run.config.section.device for run in gpu} == {"cuda"}
+    # the same recipe as quick: only the device (not part of the run_id) and the seeds differ
+    shared = {run.seed for run in quick} & {run.seed for run in gpu}
+    assert {r.run_id for r in quick if r.seed in shared} == {
+        r.run_id for r in gpu if r.seed in shared
+    }
+
+
+def test_the_profile_gpu_preset_measures_fp32_and_bf16_up_to_batch_256():
+    runs = load_spec("profile").runs("gpu")
+    sections = [run.config.section for run in runs]
+    assert {s.dtype for s in sections} == {"float32", "bfloat16"}
+    assert {s.device for s in sections} == {"cuda"}
+    assert max(max(s.batch_sizes) for s in sections) == 256
+    assert any(s.layer_channels for s in sections) and any(s.form == "train" for s in sections)
+
+
+def test_spec_seeds_may_be_written_as_a_range(write_spec):
+    spec = load_spec(write_spec(TINY_RANGE))
+    assert spec.seeds("smoke") == [0, 1, 2, 5]
+    with pytest.raises(SpecError, match=r"presets.smoke.seeds '3-1': the range 3-1 is reversed"):
+        load_spec(write_spec(TINY_RANGE.replace('"0-2,5"', '"3-1"'), name="bad"))
+    with pytest.raises(SpecError, match=r"presets.smoke.seeds=7: expected a list of ints >= 0"):
+        load_spec(write_spec(TINY_RANGE.replace('"0-2,5"', "7"), name="bad2"))
+
+
+TINY_RANGE = """
+    description: "Tiny: seeds as a range"
+    task: face
+    grid:
+      - model.atom: dw
+    presets:
+      smoke: {base: smoke, seeds: "0-2,5"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("visible", "device", "refused"),
+    [(0, "cuda", True), (1, "cuda", False), (1, "cuda:1", True), (2, "cuda:1", False),
+     (0, "cpu", False), (0, "auto", False)],
+)  # fmt: skip
+def test_runs_on_a_gpu_this_machine_lacks_are_refused_before_anything_runs(
+    write_spec, monkeypatch, visible, device, refused
+):
+    monkeypatch.setattr(launch, "visible_gpus", lambda: visible)
+    runs = _runs(write_spec, {"device": device})
+    if refused:
+        with pytest.raises(SpecError, match=f"device={device} but this machine has"):
+            launch.check_devices(runs)
+    else:
+        launch.check_devices(runs)
+
+
+def test_the_gpu_preset_on_a_cpu_machine_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(launch, "visible_gpus", lambda: 0)
+    results = tmp_path / "r"
+    assert main(["run", "init", "--preset", "gpu", "--results", str(results)]) == 2
+    assert "the gpu preset needs a GPU (on the CPU: --preset quick)" in capsys.readouterr().err
+    assert not results.exists()
+    assert main(["run", "init", "--preset", "gpu", "--dry-run", "--results", str(results)]) == 0

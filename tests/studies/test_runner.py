@@ -206,7 +206,7 @@ def test_list_shows_studies_presets_and_counts(tmp_path):
     assert ["init", "quick", "15"] in rows and ["convergence", "quick", "18"] in rows
     header, *lines = completed.stdout.splitlines()
     offset = header.index("preset")  # the study column fits the longest name: columns line up
-    assert all(line[offset:].split()[0] in ("smoke", "quick", "paper") for line in lines)
+    assert all(line[offset:].split()[0] in ("smoke", "quick", "gpu", "paper") for line in lines)
     assert "needs DATA_ROOT" in completed.stdout
 
 
@@ -449,3 +449,15 @@ def test_make_passes_seeds_to_the_runner():
         timeout=60,
     )
     assert "--seeds 0-9" in dry.stdout
+
+
+def test_a_closed_pipe_ends_the_listing_quietly():
+    completed = subprocess.run(
+        f"{sys.executable} -m studies run aug --seeds 0-299 --dry-run | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.stdout.startswith("aug / quick") and len(completed.stdout.splitlines()) == 1
+    assert completed.stderr == ""  # no BrokenPipeError traceback

@@ -24,9 +24,8 @@ def test_every_shipped_spec_loads_and_expands():
         assert spec.description
         assert len(spec.runs("smoke")) >= 2
         assert len(spec.runs("quick")) == expected_quick[name]
-        expected_presets = (
-            {"smoke", "quick"} if name == "convergence" else {"smoke", "quick", "paper"}
-        )
+        expected_presets = {"smoke", "quick"} | ({"paper"} if name != "convergence" else set())
+        expected_presets |= {"gpu"} if name != "seg" else set()  # seg: not a face study
         assert set(spec.presets) == expected_presets
 
 

@@ -413,3 +413,36 @@ def test_counters_agree_on_same_padding_and_name_the_layers_they_disagree_on(mon
         checked = profile.cross_check_macs(net, 16)
     assert not checked["agree"]
     assert checked["disagreements"] == ["layer 1 (Conv2d): analytic 18,432 MACs, fvcore 18,433"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_latency_and_layer_grid_in_half_precision(dtype):
+    model = create("mobilenet_v2_x0_1", atom="tvconv", input_size=32, **SMALL_TVCONV)
+    rows = measure_latency(model, 32, batch_sizes=(2,), min_run_time=0.01, dtype=dtype)
+    assert rows[0]["dtype"] == str(dtype).removeprefix("torch.") and rows[0]["latency_ms"] > 0
+    assert next(model.parameters()).dtype == torch.float32  # a converted copy was timed
+    grid = benchmark_layer_grid((4,), (8,), (2,), min_run_time=0.01, warmup_runs=1, dtype=dtype)
+    assert grid[0]["dtype"] == str(dtype).removeprefix("torch.") and grid[0]["ratio"] > 0
+
+
+def test_profile_config_device_and_dtype():
+    from tvconv.config import result_fields, to_dict
+    from tvconv.profile import ProfileConfig, run
+
+    rows = run(
+        ProfileConfig(
+            input_size=32, batch_sizes=(2,), threads=(1,), inter_channels=8, inter_layers=1,
+            min_run_time=0.01, device="cpu", dtype="bfloat16",
+        )
+    )["latency"]  # fmt: skip
+    assert rows[0]["dtype"] == "bfloat16" and rows[0]["device"] == "cpu"
+    for key, value, message in (
+        ("dtype", "float64", "profile.dtype='float64' is invalid: expected one of float32"),
+        ("device", "tpu", "profile.device='tpu' is invalid: expected auto, cpu or cuda"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            ProfileConfig(**{key: value})
+    # the defaults leave the run_id of the measurements made before the fields existed alone
+    assert set(result_fields("profile", to_dict(ProfileConfig()))) & {"device", "dtype"} == set()
+    changed = result_fields("profile", to_dict(ProfileConfig(device="cuda", dtype="bfloat16")))
+    assert changed["device"] == "cuda" and changed["dtype"] == "bfloat16"

@@ -195,3 +195,22 @@ def test_weight_grad_splits_the_batch_into_slices_and_adds_them(
     reference = _run(reference_translation_variant_conv, x, weight, bias, grad, 1)
     for mine, theirs in zip(fast, reference, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_the_cached_forms_packed_weights_are_read_in_place(triton_kernel):
+    torch.manual_seed(3)
+    layer = TVConv(6, 5, 5, kernel_size=3, stride=2, inter_channels=8, inter_layers=1)
+    deployed = layer.deploy()
+    assert not deployed.weight.is_contiguous()  # stored as (H, k, k, W, C)
+    x = torch.randn(2, 6, 10, 10)
+    with torch.no_grad():
+        fast = deployed(x)
+        reference = reference_translation_variant_conv(x, deployed.weight.contiguous(), None, 2)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    x.requires_grad_()
+    deployed(x).square().sum().backward()  # the input gradient through the strided weight too
+    expected = x.detach().clone().requires_grad_()
+    reference_translation_variant_conv(
+        expected, deployed.weight.detach(), None, 2
+    ).square().sum().backward()
+    torch.testing.assert_close(x.grad, expected.grad, rtol=1e-5, atol=1e-5)

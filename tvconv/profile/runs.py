@@ -6,11 +6,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import torch
+
 from tvconv import models
 from tvconv.convert import deploy
 from tvconv.ops import TVConvOptions
 from tvconv.profile.counting import FORMS, count_macs_stock, count_params, cross_check_macs
 from tvconv.profile.timing import benchmark_layer_grid, measure_latency
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -18,7 +22,8 @@ class ProfileConfig:
     """One profiling measurement: a registry model (``layer_channels`` = 0) or a single layer
     (TVConv's cached form vs a depthwise conv of ``layer_channels`` x ``input_size``^2). The
     TVConv options it varies are ``TVConvOptions``' (validated there); the others keep their
-    defaults."""
+    defaults. ``device``: auto (CUDA when present), cpu or cuda[:N]; ``dtype``: the model's and
+    the input's (float32, bfloat16, float16)."""
 
     model: str = "mobilenet_v2_x0_1"
     atom: str = "tvconv"
@@ -31,6 +36,8 @@ class ProfileConfig:
     layer_channels: int = 0
     layer_stride: int = 1
     min_run_time: float = 0.2
+    device: str = "auto"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.model not in models.list_models(task="face"):
@@ -46,6 +53,14 @@ class ProfileConfig:
             raise ValueError("profile.batch_sizes and profile.threads must not be empty")
         if self.layer_stride not in (1, 2):
             raise ValueError(f"profile.layer_stride={self.layer_stride!r}: expected 1 or 2")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(
+                f"profile.device={self.device!r} is invalid: expected auto, cpu or cuda[:N]"
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(
+                f"profile.dtype={self.dtype!r} is invalid: expected one of {', '.join(DTYPES)}"
+            )
         self.tvconv_options()
 
     def tvconv_options(self) -> dict:
@@ -59,6 +74,10 @@ class ProfileConfig:
         except ValueError as error:
             raise ValueError(f"profile.{error}") from None
         return options.options()
+
+
+def _device(config: ProfileConfig) -> str | None:
+    return None if config.device == "auto" else config.device
 
 
 def check(config: ProfileConfig) -> None:
@@ -82,6 +101,8 @@ def run(config: ProfileConfig) -> dict:
                 batch_sizes=config.batch_sizes,
                 strides=(config.layer_stride,),
                 threads=threads,
+                device=_device(config),
+                dtype=DTYPES[config.dtype],
                 min_run_time=config.min_run_time,
             )
         ]
@@ -99,6 +120,8 @@ def run(config: ProfileConfig) -> dict:
         batch_sizes=config.batch_sizes,
         threads=config.threads,
         form=config.form,
+        device=_device(config),
+        dtype=DTYPES[config.dtype],
         min_run_time=config.min_run_time,
     )
     metrics = {

@@ -219,8 +219,10 @@ def measure_latency(
     torch_compile: bool = False,
     min_run_time: float = 0.2,
     warmup_runs: int = 3,
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict]:
-    """Latency, throughput and peak memory of ``model`` per (threads, batch size), fp32.
+    """Latency, throughput and peak memory of ``model`` per (threads, batch size), in ``dtype``
+    (parameters and input; float32 by default).
 
     ``form="deploy"``: forward in eval mode under no_grad, on a deployed copy (every TVConv cached).
     ``form="train"``: a full training step (forward, backward on a surrogate loss, SGD step) in
@@ -240,7 +242,7 @@ def measure_latency(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = copy.deepcopy(model)
     net = deploy(net).eval() if form == "deploy" else net.train()
-    net = net.to(device=device)
+    net = net.to(device=device, dtype=dtype)
     if channels_last:  # 4-d conv weights only: TVConv's 5-d weights have no channels_last layout
         for conv in (m for m in net.modules() if isinstance(m, nn.Conv2d)):
             conv.to(memory_format=memory_format)
@@ -249,7 +251,8 @@ def measure_latency(
     for thread_count in threads:
         env = environment(device, thread_count)
         for batch_size in batch_sizes:
-            x = torch.randn(batch_size, *shape, device=device).to(memory_format=memory_format)
+            x = torch.randn(batch_size, *shape, device=device, dtype=dtype)
+            x = x.to(memory_format=memory_format)
             make_step = training_step if form == "train" else _inference_step
             step = make_step(runnable, x)
             label = f"{type(model).__name__} {form} batch {batch_size}"
@@ -270,6 +273,7 @@ def measure_latency(
                     "channels_last": channels_last,
                     "torch_compile": torch_compile,
                     "device": str(device),
+                    "dtype": str(dtype).removeprefix("torch."),
                     "environment": env,
                 }
             )
@@ -287,6 +291,7 @@ def benchmark_layer_grid(
     min_run_time: float = 0.2,
     warmup_runs: int = 3,
     seed: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict]:
     """Time a cached TVConv (TVConvDeploy) against ``nn.Conv2d`` depthwise of the same shape.
 
@@ -315,13 +320,15 @@ def benchmark_layer_grid(
             for stride in strides:
                 out = output_size(resolution, kernel_size, stride)
                 weight = torch.randn(c, kernel_size, kernel_size, out, out, generator=generator)
-                tvconv = TVConvDeploy.from_tensors(weight, stride=stride).to(device).eval()
+                tvconv = TVConvDeploy.from_tensors(weight, stride=stride)
+                tvconv = tvconv.to(device=device, dtype=dtype).eval()
                 depthwise = nn.Conv2d(
                     c, c, kernel_size, stride, padding, groups=c, bias=False, device=device
-                ).eval()
+                )
+                depthwise = depthwise.to(dtype=dtype).eval()
                 for batch_size in batch_sizes:
                     x = torch.randn(batch_size, c, resolution, resolution, generator=generator)
-                    x = x.to(device)
+                    x = x.to(device=device, dtype=dtype)
                     label = f"C{c} R{resolution} s{stride} N{batch_size}"
                     timed = {
                         name: time_step(
@@ -345,6 +352,7 @@ def benchmark_layer_grid(
                             "depthwise_iqr_ms": timed["depthwise"].iqr * 1e3,
                             "ratio": timed["tvconv"].median / timed["depthwise"].median,
                             "device": str(device),
+                            "dtype": str(dtype).removeprefix("torch."),
                             "environment": env,
                         }
                     )
