@@ -34,7 +34,23 @@ import triton.language as tl
 CHANNEL_BLOCK = 16
 PIXEL_BLOCK = 64
 BATCH_PROGRAMS = 1024  # the weight gradient splits the batch until about this many programs run
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@triton.jit
+def _tile(channels, pixels, CHANNEL_BLOCK: tl.constexpr, PIXEL_BLOCK: tl.constexpr):
+    """This program's channels (a column), pixels (a row) and which of the tile exist."""
+    c = (tl.program_id(1) * CHANNEL_BLOCK + tl.arange(0, CHANNEL_BLOCK))[:, None]
+    p = (tl.program_id(2) * PIXEL_BLOCK + tl.arange(0, PIXEL_BLOCK))[None, :]
+    return c, p, (c < channels) & (p < pixels)
+
+
+@triton.jit
+def _tap_source(y, x, t, height_in, width_in, STRIDE: tl.constexpr, K: tl.constexpr):
+    """The input pixel that tap ``t`` of output pixel (y, x) reads, and whether it lies inside
+    the input (outside: the zero padding, never materialised)."""
+    yi = STRIDE * y + t // K - (K - 1) // 2
+    xi = STRIDE * x + t % K - (K - 1) // 2
+    return yi, xi, (yi >= 0) & (yi < height_in) & (xi >= 0) & (xi < width_in)
 
 
 @triton.jit
@@ -48,16 +64,13 @@ def _forward_kernel(
     CHANNEL_BLOCK: tl.constexpr, PIXEL_BLOCK: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0)
-    c = (tl.program_id(1) * CHANNEL_BLOCK + tl.arange(0, CHANNEL_BLOCK))[:, None]
-    p = (tl.program_id(2) * PIXEL_BLOCK + tl.arange(0, PIXEL_BLOCK))[None, :]
-    y, x = p // width, p % width
-    inside = (c < channels) & (p < height * width)
     plane = height * width
+    c, p, inside = _tile(channels, plane, CHANNEL_BLOCK, PIXEL_BLOCK)
+    y, x = p // width, p % width
     total = tl.zeros((CHANNEL_BLOCK, PIXEL_BLOCK), dtype=tl.float32)
     for t in tl.static_range(K * K):
-        yi = STRIDE * y + t // K - (K - 1) // 2
-        xi = STRIDE * x + t % K - (K - 1) // 2
-        read = inside & (yi >= 0) & (yi < height_in) & (xi >= 0) & (xi < width_in)
+        yi, xi, exists = _tap_source(y, x, t, height_in, width_in, STRIDE, K)
+        read = inside & exists
         values = tl.load(x_ptr + n * sxn + c * sxc + yi * sxh + xi * sxw, mask=read, other=0.0)
         # weight (channels, K, K, height, width) through its strides (the cached form stores it
         # as (height, K, K, width, channels))
@@ -81,10 +94,8 @@ def _input_grad_kernel(
     CHANNEL_BLOCK: tl.constexpr, PIXEL_BLOCK: tl.constexpr,
 ):  # fmt: skip
     n = tl.program_id(0)
-    c = (tl.program_id(1) * CHANNEL_BLOCK + tl.arange(0, CHANNEL_BLOCK))[:, None]
-    p = (tl.program_id(2) * PIXEL_BLOCK + tl.arange(0, PIXEL_BLOCK))[None, :]
+    c, p, inside = _tile(channels, height_in * width_in, CHANNEL_BLOCK, PIXEL_BLOCK)
     yi, xi = p // width_in, p % width_in
-    inside = (c < channels) & (p < height_in * width_in)
     total = tl.zeros((CHANNEL_BLOCK, PIXEL_BLOCK), dtype=tl.float32)
     for t in tl.static_range(K * K):
         # output pixel (y, x) reads input (STRIDE*y + i - pad, STRIDE*x + j - pad) by tap (i, j)
@@ -114,18 +125,15 @@ def _weight_grad_kernel(
     """Partial sums over one slice of the batch: gw (slices, channels, K*K, h*w) and gb
     (slices, channels, h*w), float32; the caller adds the slices."""
     part = tl.program_id(0)
-    c = (tl.program_id(1) * CHANNEL_BLOCK + tl.arange(0, CHANNEL_BLOCK))[:, None]
-    p = (tl.program_id(2) * PIXEL_BLOCK + tl.arange(0, PIXEL_BLOCK))[None, :]
-    y, x = p // width, p % width
-    inside = (c < channels) & (p < height * width)
     plane = height * width
+    c, p, inside = _tile(channels, plane, CHANNEL_BLOCK, PIXEL_BLOCK)
+    y, x = p // width, p % width
     first = part * images_per_program
     last = tl.minimum(first + images_per_program, batch)
     if WEIGHT:
         for t in tl.static_range(K * K):
-            yi = STRIDE * y + t // K - (K - 1) // 2
-            xi = STRIDE * x + t % K - (K - 1) // 2
-            read = inside & (yi >= 0) & (yi < height_in) & (xi >= 0) & (xi < width_in)
+            yi, xi, exists = _tap_source(y, x, t, height_in, width_in, STRIDE, K)
+            read = inside & exists
             total = tl.zeros((CHANNEL_BLOCK, PIXEL_BLOCK), dtype=tl.float32)
             for n in range(first, last):
                 grads = tl.load(
