@@ -173,12 +173,7 @@ class Spec:
         )
 
     def seeds(self, preset: str) -> list[int]:
-        seeds = self._preset(preset).get("seeds", [0])
-        return (
-            parse_seeds(seeds, f"{self.path}: presets.{preset}.seeds")
-            if isinstance(seeds, str)
-            else list(seeds)
-        )
+        return list(self._preset(preset).get("seeds", [0]))
 
     def _preset(self, preset: str) -> dict:
         if preset not in self.presets:
@@ -459,8 +454,8 @@ def load_spec(name_or_path: str | Path) -> Spec:
         if extra:
             raise SpecError(f"{path}: presets.{preset}: unknown key(s) {extra}")
         seeds = settings.get("seeds", [0])
-        if isinstance(seeds, str):
-            parse_seeds(seeds, f"{path}: presets.{preset}.seeds")
+        if isinstance(seeds, str):  # --seeds text, a list from here on
+            settings["seeds"] = parse_seeds(seeds, f"{path}: presets.{preset}.seeds")
         elif not isinstance(seeds, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
         ):
