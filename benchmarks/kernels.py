@@ -33,6 +33,7 @@ from tvconv.ops import (
     output_size,
     reference_translation_variant_conv,
 )
+from tvconv.train import channels_last
 
 MODEL = "mobilenet_v2_x0_1"
 INPUT = 96
@@ -153,8 +154,6 @@ GENERATORS = {  # TVConv options of the training-step rows
 
 def _model_training_step(name: str, atom: str, size: int, batch: int, options: dict):
     """One SGD step of the backbone in channels-last layout (``tvconv.train.channels_last``)."""
-    from tvconv.train import channels_last
-
     torch.manual_seed(0)
     model = channels_last(models.create(name, atom=atom, input_size=size, **options)).train()
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)

@@ -36,6 +36,12 @@ def fail(key: str, value: object, expected: str) -> None:
     raise ValueError(f"{key}={value!r} is invalid: expected {expected}")
 
 
+def check_device(key: str, value: str) -> None:
+    """auto (CUDA when present), cpu or cuda[:N]."""
+    if value not in ("auto", "cpu") and not value.startswith("cuda"):
+        fail(key, value, "auto, cpu or cuda[:N]")
+
+
 def positive_int(key: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         fail(key, value, "a positive int")
@@ -63,8 +69,7 @@ def check_runtime(config: object) -> None:
         fail("amp", config.amp, f"one of {', '.join(AMP_MODES)}")
     if config.threads is not None:
         positive_int("threads", config.threads)
-    if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
-        fail("device", config.device, "auto, cpu or cuda[:N]")
+    check_device("device", config.device)
 
 
 def to_dict(config: object) -> dict:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from tvconv import models
+from tvconv.config import check_device
 from tvconv.convert import deploy
 from tvconv.ops import TVConvOptions
 from tvconv.profile.counting import FORMS, count_macs_stock, count_params, cross_check_macs
@@ -53,10 +54,7 @@ class ProfileConfig:
             raise ValueError("profile.batch_sizes and profile.threads must not be empty")
         if self.layer_stride not in (1, 2):
             raise ValueError(f"profile.layer_stride={self.layer_stride!r}: expected 1 or 2")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(
-                f"profile.device={self.device!r} is invalid: expected auto, cpu or cuda[:N]"
-            )
+        check_device("profile.device", self.device)
         if self.dtype not in DTYPES:
             raise ValueError(
                 f"profile.dtype={self.dtype!r} is invalid: expected one of {', '.join(DTYPES)}"
