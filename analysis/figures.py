@@ -25,9 +25,11 @@ from analysis.frame import (
     AUGMENT_ORDER,
     batch_thread_suffixes,
     complete_runs,
+    precision_text,
     select_rank,
     split_profile,
     value_rank,
+    varying_precision,
 )
 from analysis.stats import paired_differences, summarise
 from analysis.tables import HEADLINE, SEG_HEADLINE
@@ -564,15 +566,17 @@ def profile_figure(runs: pd.DataFrame, stem: Path) -> list[Path]:
     """Throughput vs batch (deployed form at 1 and 2 threads, training form), the TVConv / dw
     time ratio of each deployed model, MACs per counter, and the single-layer grid."""
     models, layers = split_profile(runs)
+    precision = varying_precision(pd.concat([models, layers]))
     deploy = models[models["profile.form"] == "deploy"]
     with style():
         fig, axes = plt.subplots(3, 2, figsize=(10, 11))
         for column, threads in enumerate((1, 2)):
-            _throughput_panel(axes[0, column], deploy, threads)
-        _training_panel(axes[1, 0], models[models["profile.form"] == "train"])
-        _ratio_panel(axes[1, 1], deploy)
-        _counter_panel(axes[2, 0], deploy)
-        _layer_panel(axes[2, 1], layers)
+            _throughput_panel(axes[0, column], deploy, threads, precision)
+        _training_panel(axes[1, 0], models[models["profile.form"] == "train"], precision)
+        _ratio_panel(axes[1, 1], deploy, precision)
+        counted = ["profile.model", "profile.input_size", "profile.atom"]  # MACs: any dtype
+        _counter_panel(axes[2, 0], deploy.drop_duplicates(counted))
+        _layer_panel(axes[2, 1], layers, precision)
         fig.tight_layout()
         return save(fig, stem)
 
@@ -606,7 +610,9 @@ def _batch_axis(ax: plt.Axes) -> None:
     ax.set_ylabel("throughput (images/s, log scale)")
 
 
-def _throughput_panel(ax: plt.Axes, deploy: pd.DataFrame, threads: int) -> None:
+def _throughput_panel(
+    ax: plt.Axes, deploy: pd.DataFrame, threads: int, precision: list[str]
+) -> None:
     if deploy.empty:
         _empty(ax, "no deployed-form runs")
         return
@@ -621,7 +627,8 @@ def _throughput_panel(ax: plt.Axes, deploy: pd.DataFrame, threads: int) -> None:
             markersize=4,
             color=ATOM_COLOURS[row["profile.atom"]],
             linestyle="-" if row["profile.input_size"] == max(k[1] for k in markers) else ":",
-            label=f"{model_label(key[0])} @{key[1]}px {ATOM_LABELS[row['profile.atom']]}",
+            label=f"{model_label(key[0])} @{key[1]}px {ATOM_LABELS[row['profile.atom']]}"
+            + precision_text(row, precision),
         )
     _batch_axis(ax)
     ax.set_title(f"deployed form, inference, {threads} thread{'s' if threads > 1 else ''}")
@@ -629,7 +636,7 @@ def _throughput_panel(ax: plt.Axes, deploy: pd.DataFrame, threads: int) -> None:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
-def _training_panel(ax: plt.Axes, train: pd.DataFrame) -> None:
+def _training_panel(ax: plt.Axes, train: pd.DataFrame, precision: list[str]) -> None:
     if train.empty:
         _empty(ax, "no training-form runs")
         return
@@ -645,23 +652,27 @@ def _training_panel(ax: plt.Axes, train: pd.DataFrame) -> None:
                     markersize=4,
                     color=ATOM_COLOURS[row["profile.atom"]],
                     label=f"{model_label(row['profile.model'])} @{row['profile.input_size']}px "
-                    f"{ATOM_LABELS[row['profile.atom']]}, {threads} thread"
-                    f"{'s' if threads > 1 else ''}",
+                    f"{ATOM_LABELS[row['profile.atom']]}{precision_text(row, precision)}, "
+                    f"{threads} thread{'s' if threads > 1 else ''}",
                 )
     _batch_axis(ax)
     ax.set_title("training form, full step (forward, backward, SGD)")
     ax.legend(fontsize=7, loc="best")
 
 
-def _ratio_panel(ax: plt.Axes, deploy: pd.DataFrame) -> None:
-    """TVConv / dw latency of the deployed form, per model at each batch and thread count."""
+def _ratio_panel(ax: plt.Axes, deploy: pd.DataFrame, precision: list[str]) -> None:
+    """TVConv / dw latency of the deployed form, per model (and device / dtype where they
+    vary) at each batch and thread count."""
     pairs = []
-    for (model, size), group in deploy.groupby(["profile.model", "profile.input_size"]):
+    for key, group in deploy.groupby(["profile.model", "profile.input_size", *precision]):
         dw = group[group["profile.atom"] == "dw"]
         tv = group[group["profile.atom"] == "tvconv"]
         if dw.empty or tv.empty:
             continue
-        pairs.append((f"{model_label(model)} @{size}", dw.iloc[0], tv.iloc[0]))
+        model, size, *setting = key
+        pairs.append(
+            (" ".join([f"{model_label(model)} @{size}", *setting]), dw.iloc[0], tv.iloc[0])
+        )
     suffixes = batch_thread_suffixes(deploy, "latency_ms")
     if not pairs or not suffixes:
         _empty(ax, "no dw / TVConv pairs")
@@ -720,21 +731,18 @@ def _counter_panel(ax: plt.Axes, models: pd.DataFrame) -> None:
     ax.legend(fontsize=7, loc="upper left")
 
 
-def _layer_panel(ax: plt.Axes, layers: pd.DataFrame) -> None:
+def _layer_panel(ax: plt.Axes, layers: pd.DataFrame, precision: list[str]) -> None:
     if layers.empty:
         _empty(ax, "no single-layer runs")
         return
     layers = layers.sort_values(
-        ["profile.input_size", "profile.layer_channels"], ascending=[False, True]
+        ["profile.input_size", "profile.layer_channels", *precision],
+        ascending=[False, True, *(True for _ in precision)],
     )
     labels = [
-        f"c{c} {r}px s{s}"
-        for c, r, s in zip(
-            layers["profile.layer_channels"],
-            layers["profile.input_size"],
-            layers["profile.layer_stride"],
-            strict=True,
-        )
+        f"c{row['profile.layer_channels']} {row['profile.input_size']}px "
+        f"s{row['profile.layer_stride']}{precision_text(row, precision)}"
+        for row in layers.to_dict("records")
     ]
     suffixes = batch_thread_suffixes(layers, "ratio")
     width = 0.8 / max(len(suffixes), 1)

@@ -27,6 +27,7 @@ from tvconv.affinity import list_initialisers
 from tvconv.config import TVCONV_FIELDS, result_hash
 from tvconv.data.augment import LEVELS
 from tvconv.models import list_models
+from tvconv.profile.runs import ProfileConfig
 
 # Fields that only matter for TVConv: a TVConv run is paired with the depthwise run whose config
 # equals its own once these (and the atom) are removed.
@@ -304,11 +305,29 @@ def complete_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == "complete"].reset_index(drop=True)
 
 
+# Where a profile measurement ran; records written before these fields existed ran at the defaults.
+PRECISION_FIELDS = {"profile.device": ProfileConfig.device, "profile.dtype": ProfileConfig.dtype}
+
+
 def split_profile(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A profile study's complete runs as (model runs, single-layer runs)."""
-    usable = complete_runs(runs)
+    """A profile study's complete runs as (model runs, single-layer runs), each with its
+    ``profile.device`` and ``profile.dtype`` (the defaults where a record lacks them)."""
+    usable = complete_runs(runs).copy()
+    for column, default in PRECISION_FIELDS.items():
+        usable[column] = usable[column].fillna(default) if column in usable else default
     is_layer = usable.get("profile.layer_channels", pd.Series(0, index=usable.index)) > 0
     return usable[~is_layer], usable[is_layer]
+
+
+def varying_precision(runs: pd.DataFrame) -> list[str]:
+    """The ``PRECISION_FIELDS`` columns of ``split_profile``'s runs that take more than one
+    value: the ones a table or figure must name to keep the measurements apart."""
+    return [c for c in PRECISION_FIELDS if c in runs and runs[c].nunique() > 1]
+
+
+def precision_text(row: dict, columns: list[str]) -> str:
+    """`` cuda bfloat16``: the row's values of ``columns`` (``varying_precision``), or ``""``."""
+    return "".join(f" {row[c]}" for c in columns)
 
 
 def batch_thread_suffixes(runs: pd.DataFrame, prefix: str) -> list[str]:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from analysis import figures, inspect
-from analysis.frame import StudyFrame, complete_runs, load_study
+from analysis.frame import StudyFrame, complete_runs, load_study, split_profile
 from analysis.tables import (
     HEADLINE,
     SEG_HEADLINE,
@@ -75,15 +75,19 @@ def _csv(folder: Path, name: str, frame: pd.DataFrame) -> Path:
 
 
 def profile_latency(root: Path, image_size: int, threads: int = 1, batch: int = 1) -> pd.DataFrame:
-    """Per (model, atom): deployed-form latency per image (ms) from the profile study's records
-    (any preset, quick first) at ``image_size``; empty when none match."""
+    """Per (model, atom): deployed-form float32 latency per image (ms) from the profile study's
+    CPU records (quick, paper or smoke preset, in that order) at ``image_size``; empty when none
+    match."""
     rows = {}
     for preset in ("quick", "paper", "smoke"):
-        runs = complete_runs(load_study("profile", preset, root).runs)
+        runs, _layers = split_profile(load_study("profile", preset, root).runs)
         if runs.empty or "profile.form" not in runs:
             continue
         chosen = runs[
-            (runs["profile.form"] == "deploy") & (runs["profile.input_size"] == image_size)
+            (runs["profile.form"] == "deploy")
+            & (runs["profile.input_size"] == image_size)
+            & (runs["profile.dtype"] == "float32")
+            & ~runs["profile.device"].str.startswith("cuda")
         ]
         column = f"latency_ms_b{batch}_t{threads}"
         for row in chosen.to_dict("records"):

@@ -31,6 +31,7 @@ from analysis.frame import (
     complete_runs,
     split_profile,
     varying_columns,
+    varying_precision,
 )
 from analysis.stats import aggregate, aggregate_paired, summarise
 from analysis.verdicts import MAX_SEEDS as VERDICT_MAX_SEEDS
@@ -334,8 +335,11 @@ def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
     """(models table, single-layer table, long numbers)."""
     usable = complete_runs(runs)
     model_runs, layer_runs = split_profile(usable)
+    precision = varying_precision(pd.concat([model_runs, layer_runs]))
+    precision_header = [c.removeprefix("profile.") for c in precision]
     suffixes = batch_thread_suffixes(model_runs, "latency_ms")
-    header = ["model", "input", "atom", "form", "MMACs", "params (M)", "deployed params (M)"]
+    header = ["model", "input", "atom", "form", *precision_header]
+    header += ["MMACs", "params (M)", "deployed params (M)"]
     header += [f"ms {s.replace('_', ' ')}" for s in suffixes]
     rows = []
     for row in model_runs.to_dict("records"):
@@ -345,6 +349,7 @@ def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
                 str(row["profile.input_size"]),
                 row["profile.atom"],
                 row["profile.form"],
+                *(row[c] for c in precision),
                 number(row["macs"] * 1e-6, 2),
                 number(row["trainable_params"] * 1e-6, 3),
                 number(row["deployed_params"] * 1e-6, 3),
@@ -366,17 +371,25 @@ def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
             str(row["profile.layer_channels"]),
             str(row["profile.input_size"]),
             str(row["profile.layer_stride"]),
+            *(row[c] for c in precision),
             *(number(row.get(f"ratio_{s}", math.nan), 2) for s in ratio_suffixes),
         ]
         for row in layer_runs.to_dict("records")
     ]
     layers = Table(
-        ["channels", "input", "stride", *(s.replace("_", " ") for s in ratio_suffixes)],
+        [
+            "channels",
+            "input",
+            "stride",
+            *precision_header,
+            *(s.replace("_", " ") for s in ratio_suffixes),
+        ],
         layer_rows,
         notes=[
             "Cached TVConv time / depthwise conv time for one layer of that shape (1 = parity)."
         ],
     )
+    usable = pd.concat([model_runs, layer_runs]).sort_index()  # precision columns filled in
     keep = ["run_id", "cell", *(c for c in usable.columns if c.startswith("profile."))]
     metric_columns = [
         c

@@ -308,6 +308,38 @@ def test_profile_figure(tmp_path, captured):
     } <= labels
 
 
+def precision_records():
+    """dw and TVConv deployed on the CPU in float32 (records without the device and dtype
+    fields, as written before they existed) and on CUDA in bfloat16, where TVConv costs 3x."""
+    records = [
+        _profile_record("a" * 16, "model dw", atom="dw"),
+        _profile_record("b" * 16, "model tv", atom="tvconv"),
+        _profile_record("c" * 16, "model dw bf16", atom="dw", device="cuda", dtype="bfloat16"),
+        _profile_record("e" * 16, "model tv bf16", atom="tvconv", device="cuda", dtype="bfloat16"),
+        _profile_record("f" * 16, "layer bf16", layer_channels=48, dtype="bfloat16"),
+    ]
+    records[3]["metrics"] = {
+        k: v * 3 if k.startswith("latency_ms_") else v for k, v in records[3]["metrics"].items()
+    }
+    return records
+
+
+def test_profile_figure_pairs_dw_and_tvconv_within_one_device_and_dtype(tmp_path, monkeypatch):
+    ratio_panels = []
+
+    def save(fig, stem):
+        ratio = fig.axes[3]  # row 2, column 2: TVConv / dw latency
+        labels = [t.get_text() for t in ratio.get_xticklabels()]
+        ratio_panels.append((labels, sorted({round(p.get_height(), 6) for p in ratio.patches})))
+        return []
+
+    monkeypatch.setattr(figures, "save", save)
+    figures.profile_figure(load_records(precision_records()), tmp_path / "profile")
+    [(labels, heights)] = ratio_panels
+    assert labels == ["MBv2 x0.1 @96 auto float32", "MBv2 x0.1 @96 cuda bfloat16"]
+    assert heights == [1.0, 3.0]
+
+
 def test_layout_figure(tmp_path, captured):
     g = torch.Generator().manual_seed(0)
     variances = {

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from analysis.frame import baseline_key, load_records, load_study, sort_runs
-from analysis.tables import face_table, latex_escape, number
+from analysis.tables import face_table, latex_escape, number, profile_tables
 from tests.analysis.conftest import BENCHMARKS, aug_records, face_record
+from tests.analysis.test_figures import precision_records, profile_records
 
 
 def test_frame_has_one_row_per_run_with_config_and_metrics(aug_store):
@@ -214,3 +215,18 @@ def test_latex_is_booktabs_and_escaped():
 )
 def test_number_format(value, sign, text):
     assert number(value, sign=sign) == text
+
+
+def test_profile_tables_name_device_and_dtype_only_where_they_vary():
+    models, layers, long = profile_tables(load_records(precision_records()))
+    assert models.header[:6] == ["model", "input", "atom", "form", "device", "dtype"]
+    assert sorted((row[2], *row[4:6]) for row in models.rows) == [
+        ("dw", "auto", "float32"),
+        ("dw", "cuda", "bfloat16"),
+        ("tvconv", "auto", "float32"),
+        ("tvconv", "cuda", "bfloat16"),
+    ]
+    assert layers.header[3:5] == ["device", "dtype"] and layers.rows[0][3:5] == ["auto", "bfloat16"]
+    assert set(long["profile.dtype"]) == {"float32", "bfloat16"}
+    same, _layers, _long = profile_tables(load_records(profile_records()))
+    assert "dtype" not in same.header and "device" not in same.header
