@@ -53,6 +53,22 @@ def t_interval(values: np.ndarray | list[float], level: float = LEVEL) -> tuple[
     return (mean - half, mean + half)
 
 
+def sd_interval(values: np.ndarray | list[float], level: float = LEVEL) -> tuple[float, float]:
+    """Chi-square interval of the standard deviation of normal ``values`` (NaNs ignored):
+    ``s * sqrt((n - 1) / chi2(1 - a/2, n - 1))`` to ``s * sqrt((n - 1) / chi2(a/2, n - 1))``;
+    (nan, nan) below 2 values."""
+    data = _finite(values)
+    if data.size < 2:
+        return (math.nan, math.nan)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    dof = data.size - 1
+    s = float(data.std(ddof=1))
+    upper_quantile = scipy_stats.chi2.ppf(0.5 + level / 2, dof)
+    lower_quantile = scipy_stats.chi2.ppf(0.5 - level / 2, dof)
+    return (s * math.sqrt(dof / upper_quantile), s * math.sqrt(dof / lower_quantile))
+
+
 def t_test_p(values: np.ndarray | list[float]) -> float:
     """Two-sided p-value of the one-sample t-test of mean 0 (for paired differences); NaN below
     2 values; 0 or 1 when all values are equal (nonzero or zero)."""

@@ -1,0 +1,135 @@
+"""Seed-to-seed spread of one store's face runs, per configuration, and seed-paired steps along one
+axis: the numbers a testbed calibration is decided on (README, "Where the paired noise comes
+from").
+
+``python -m analysis.spread NAME [--preset quick] [--metric mean_acc_pct] [--pair KEY]`` reads
+``results/NAME/PRESET/runs`` (a study, or a calibration store such as ``noise_calib``) and prints,
+per cell (one configuration, as the tables group them): n, the mean, the SD over seeds with its
+chi-square 95% interval, and the raw-pixel floor. ``--pair optim.epochs`` adds, for every two
+neighbouring values of that config key whose runs agree on everything else, the per-seed
+differences (larger value - smaller), their mean with a Student-t 95% interval, and their SD with
+its chi-square interval: the doubling check of a schedule, or any other paired step. Nothing is
+written; exit 2 for a store without complete face runs, an unknown metric or key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.frame import cell_order, complete_runs, load_study
+from analysis.stats import sd_interval, summarise
+from studies.spec import PRESETS
+from studies.store import DEFAULT_ROOT
+
+FLOOR = "floor_pixels_mean_acc_pct"
+
+
+def cell_spread(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per cell: n, mean, sd, sd_low, sd_high (chi-square 95%) and the raw-pixel floor's mean."""
+    rows = []
+    for cell in cell_order(runs):
+        chosen = runs[runs["cell"] == cell]
+        summary = summarise(chosen[metric])
+        low, high = sd_interval(chosen[metric])
+        floor = chosen[FLOOR].mean() if FLOOR in chosen else math.nan
+        rows.append({"cell": cell, **summary, "sd_low": low, "sd_high": high, "floor": floor})
+    return pd.DataFrame(rows)
+
+
+def paired_steps(runs: pd.DataFrame, metric: str, key: str) -> list[dict]:
+    """For each two neighbouring values of ``key`` (sorted) among runs that agree on every other
+    config column: the per-seed differences (larger value - smaller) and their statistics."""
+    if key not in runs:
+        raise ValueError(f"--pair {key!r} is not a config key of these runs")
+    others = [c for c in runs.columns if "." in c and c != key]
+    steps = []
+    for _rest, group in runs.groupby(others, dropna=False, sort=False):
+        values = sorted(group[key].dropna().unique())
+        for low, high in itertools.pairwise(values):
+            before = group[group[key] == low].set_index("seed")[metric]
+            after = group[group[key] == high].set_index("seed")[metric]
+            seeds = sorted(set(before.index) & set(after.index))
+            if not seeds:
+                continue
+            differences = [float(after[s] - before[s]) for s in seeds]
+            summary = summarise(differences)
+            sd_low, sd_high = sd_interval(differences)
+            steps.append(
+                {
+                    "step": f"{key}: {low} -> {high}",
+                    "cells": f"{group.loc[group[key] == high, 'cell'].iloc[0]} - "
+                    f"{group.loc[group[key] == low, 'cell'].iloc[0]}",
+                    "seeds": seeds,
+                    "differences": differences,
+                    **summary,
+                    "sd_low": sd_low,
+                    "sd_high": sd_high,
+                }
+            )
+    return steps
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def report(spread: pd.DataFrame, steps: list[dict], metric: str) -> str:
+    lines = [
+        f"{metric} over seeds (SD: chi-square 95% interval; floor: raw pixels, mean accuracy)",
+        "| cell | n | mean | SD [95%] | floor |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in spread.to_dict("records"):
+        sd = f"{_number(row['std'])} [{_number(row['sd_low'])}, {_number(row['sd_high'])}]"
+        lines.append(
+            f"| {row['cell']} | {row['n']} | {_number(row['mean'])} | {sd} "
+            f"| {_number(row['floor'], 1)} |"
+        )
+    for step in steps:
+        lines += [
+            "",
+            f"{step['step']} ({step['cells']}), paired by seed {step['seeds']}:",
+            "  differences " + ", ".join(f"{d:+.2f}" for d in step["differences"]),
+            f"  mean {step['mean']:+.2f} [{_number(step['ci_low'])}, {_number(step['ci_high'])}]"
+            f" (Student-t 95%), SD {_number(step['std'])} "
+            f"[{_number(step['sd_low'])}, {_number(step['sd_high'])}]",
+        ]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.spread", description=__doc__)
+    parser.add_argument("name", help="a store under the results root, e.g. noise_calib")
+    parser.add_argument("--preset", default="quick", choices=PRESETS)
+    parser.add_argument("--metric", default="mean_acc_pct", help="a face metric")
+    parser.add_argument("--pair", help="a config key to pair runs along, e.g. optim.epochs")
+    parser.add_argument("--results", type=Path, default=DEFAULT_ROOT, help="results root")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    runs = complete_runs(load_study(args.name, args.preset, args.results).runs)
+    runs = runs[runs["task"] == "face"] if "task" in runs else runs
+    where = args.results / args.name / args.preset / "runs"
+    try:
+        if runs.empty:
+            raise ValueError(f"no complete face runs in {where}")
+        if args.metric not in runs:
+            raise ValueError(f"--metric {args.metric!r} is not a metric of the runs in {where}")
+        steps = paired_steps(runs, args.metric, args.pair) if args.pair else []
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report(cell_spread(runs, args.metric), steps, args.metric))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""analysis.spread: the SD interval, seed-paired steps along one config key, the command."""
+
+import math
+
+import pytest
+
+from analysis import spread
+from analysis.frame import complete_runs, load_records
+from analysis.stats import sd_interval
+from studies.store import Store
+from tests.analysis.conftest import face_record
+
+
+def test_sd_interval_against_hand_values():
+    # s = 1.2909944, 3 degrees of freedom; chi2(0.975, 3) = 9.3484036, chi2(0.025, 3) = 0.2157953
+    low, high = sd_interval([1.0, 2.0, 3.0, 4.0])
+    assert low == pytest.approx(1.2909944 * math.sqrt(3 / 9.3484036), abs=1e-6)
+    assert high == pytest.approx(1.2909944 * math.sqrt(3 / 0.2157953), abs=1e-6)
+    assert all(math.isnan(v) for v in sd_interval([5.0]))
+    assert sd_interval([1.0, math.nan, 3.0]) == sd_interval([1.0, 3.0])
+    with pytest.raises(ValueError, match="level"):
+        sd_interval([1.0, 2.0], level=95)
+
+
+def records():
+    """dw at 1 and 2 epochs, seeds 0-2 (1 epoch: 70, 72, 74; 2 epochs: +1, +2, +3), and TVConv
+    at 2 epochs only (nothing to pair with), and dw at 4 epochs for seed 0 alone."""
+    dw = {"model.atom": "dw"}
+    made = [
+        face_record("s", "epochs=1", s, 70.0 + 2 * s, **dw, **{"optim.epochs": 1}) for s in range(3)
+    ]
+    made += [
+        face_record("s", "epochs=2", s, 71.0 + 3 * s, **dw, **{"optim.epochs": 2}) for s in range(3)
+    ]
+    made.append(face_record("s", "epochs=4", 0, 90.0, **dw, **{"optim.epochs": 4}))
+    made += [face_record("s", "atom=tvconv", s, 60.0, **{"optim.epochs": 2}) for s in range(3)]
+    return made
+
+
+def test_paired_steps_pair_by_seed_within_one_configuration():
+    runs = complete_runs(load_records(records()))
+    steps = spread.paired_steps(runs, "mean_acc_pct", "optim.epochs")
+    by_step = {step["step"]: step for step in steps}
+    assert set(by_step) == {"optim.epochs: 1 -> 2", "optim.epochs: 2 -> 4"}
+    doubled = by_step["optim.epochs: 1 -> 2"]
+    assert doubled["seeds"] == [0, 1, 2]
+    assert doubled["differences"] == pytest.approx([1.0, 2.0, 3.0])
+    assert doubled["mean"] == pytest.approx(2.0) and doubled["std"] == pytest.approx(1.0)
+    assert (doubled["ci_low"], doubled["ci_high"]) == pytest.approx(
+        (2 - 4.3026527 / math.sqrt(3), 2 + 4.3026527 / math.sqrt(3)), abs=1e-6
+    )
+    assert by_step["optim.epochs: 2 -> 4"]["differences"] == pytest.approx([90.0 - 71.0])
+    with pytest.raises(ValueError, match="not a config key"):
+        spread.paired_steps(runs, "mean_acc_pct", "optim.nothing")
+
+
+def test_cell_spread_reports_sd_interval_and_floor():
+    runs = complete_runs(load_records(records()))
+    table = spread.cell_spread(runs, "mean_acc_pct").set_index("cell")
+    row = table.loc["epochs=1"]
+    assert (row["n"], row["mean"], row["std"]) == pytest.approx((3, 72.5, 2.0))
+    assert (row["sd_low"], row["sd_high"]) == pytest.approx(sd_interval([70.0, 72.0, 74.0]))
+    assert row["floor"] == pytest.approx(59.0)  # raw pixels 58 + seed, seeds 0-2
+
+
+def test_command_prints_the_spread_and_refuses_bad_input(tmp_path, capsys):
+    store = Store(tmp_path, "calib", "quick")
+    for record in records():
+        store.write(record)
+    argv = ["calib", "--results", str(tmp_path)]
+    assert spread.main([*argv, "--pair", "optim.epochs"]) == 0
+    out = capsys.readouterr().out
+    assert "| epochs=1 | 3 | 72.50 | 2.00 [" in out
+    assert "differences +1.00, +2.00, +3.00" in out
+    assert spread.main([*argv, "--pair", "optim.nothing"]) == 2
+    assert "not a config key" in capsys.readouterr().err
+    assert spread.main([*argv, "--metric", "nothing_pct"]) == 2
+    assert "not a metric" in capsys.readouterr().err
+    assert spread.main(["empty", "--results", str(tmp_path)]) == 2
+    assert "no complete face runs" in capsys.readouterr().err
