@@ -7,7 +7,9 @@ GPU this process sees, ``CUDA_VISIBLE_DEVICES`` applies): each run goes to the G
 runs in flight, as ``device=cuda:N`` (the record's ``environment.device``), one process per run,
 the CPU threads split over all of them (``choose_gpus``, ``GpuSlots``). A worker that dies (e.g.
 killed by the OS) breaks the pool: the runs in flight are queued again once (a run lost twice is
-recorded as failed) and the pool is rebuilt for the rest. Sweep progress shows done / running /
+recorded as failed) and the pool is rebuilt for the rest. Workers die with the runner (on Linux,
+``die_with_parent``): a runner stopped with ``kill PID`` or killed outright leaves no worker
+training a run nobody waits for. Sweep progress shows done / running /
 failed / remaining and an ETA on a terminal, one line per finished run otherwise
 (``_Progress``).
 
@@ -18,7 +20,10 @@ shared store by run_id, under the same per-run lock as local runs.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -180,6 +185,21 @@ class GpuSlots:
         self.in_flight[int(device.split(":")[1])] -= 1
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: on Linux, have the kernel send this worker SIGTERM when its parent
+    (the runner, pid ``parent``) dies; exit at once if it already has. Elsewhere a no-op (a
+    worker then finishes its run after the runner is gone, as before). The run it loses is
+    lost as with SIGKILL: its lock dies with it and its epoch checkpoint stays for the rerun."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the runner died before the request was in place
+        os._exit(1)
+
+
 def launch_local(
     runs: list[Run],
     root: Path,
@@ -219,7 +239,12 @@ def launch_local(
         losses: dict[str, int] = {}
         while pending:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            ) as pool:
                 in_flight: dict = {}  # future -> (run, device)
                 try:
                     while pending or in_flight:

@@ -461,3 +461,51 @@ def test_a_closed_pipe_ends_the_listing_quietly():
     )
     assert completed.stdout.startswith("aug / quick") and len(completed.stdout.splitlines()) == 1
     assert completed.stderr == ""  # no BrokenPipeError traceback
+
+
+RUNNER_STAND_IN = """
+import os, sys, time
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from studies.launch import die_with_parent
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 120)  # a run in flight
+    time.sleep(120)
+"""
+
+
+def _alive(pid):
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_workers_die_with_the_runner(tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER_STAND_IN)
+    runner = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    worker = int(runner.stdout.readline())
+    assert _alive(worker)
+    runner.send_signal(signal.SIGKILL)  # no handler runs: only the kernel can stop the worker
+    runner.wait()
+    deadline = time.time() + 20
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    survived = _alive(worker)
+    if survived:
+        os.kill(worker, signal.SIGKILL)  # leave no sleeper behind when the test fails
+    assert not survived
