@@ -122,7 +122,8 @@ def test_gpus_with_the_slurm_launcher_are_refused(write_spec, tmp_path):
 class _ThreadPool(ThreadPoolExecutor):
     """The process pool's interface on threads, so the faked ``execute_run`` is the one called."""
 
-    def __init__(self, max_workers, mp_context=None):
+    def __init__(self, max_workers, mp_context=None, initializer=None, initargs=()):
+        # the process initializer (die with the runner) belongs to worker processes: not run here
         super().__init__(max_workers=max_workers)
 
 
