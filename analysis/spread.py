@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis.frame import cell_order, complete_runs, load_study
 from analysis.stats import sd_interval, summarise
+from analysis.tables import number
 from studies.spec import PRESETS
 from studies.store import DEFAULT_ROOT
 
@@ -75,8 +76,8 @@ def paired_steps(runs: pd.DataFrame, metric: str, key: str) -> list[dict]:
     return steps
 
 
-def _number(value: float, digits: int = 2) -> str:
-    return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
+def _bracket(low: float, high: float) -> str:
+    return f"[{number(low, 2)}, {number(high, 2)}]"
 
 
 def report(spread: pd.DataFrame, steps: list[dict], metric: str) -> str:
@@ -86,19 +87,19 @@ def report(spread: pd.DataFrame, steps: list[dict], metric: str) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for row in spread.to_dict("records"):
-        sd = f"{_number(row['std'])} [{_number(row['sd_low'])}, {_number(row['sd_high'])}]"
+        sd = f"{number(row['std'], 2)} {_bracket(row['sd_low'], row['sd_high'])}"
         lines.append(
-            f"| {row['cell']} | {row['n']} | {_number(row['mean'])} | {sd} "
-            f"| {_number(row['floor'], 1)} |"
+            f"| {row['cell']} | {row['n']} | {number(row['mean'], 2)} | {sd} "
+            f"| {number(row['floor'], 1)} |"
         )
     for step in steps:
         lines += [
             "",
             f"{step['step']} ({step['cells']}), paired by seed {step['seeds']}:",
             "  differences " + ", ".join(f"{d:+.2f}" for d in step["differences"]),
-            f"  mean {step['mean']:+.2f} [{_number(step['ci_low'])}, {_number(step['ci_high'])}]"
-            f" (Student-t 95%), SD {_number(step['std'])} "
-            f"[{_number(step['sd_low'])}, {_number(step['sd_high'])}]",
+            f"  mean {step['mean']:+.2f} {_bracket(step['ci_low'], step['ci_high'])} "
+            f"(Student-t 95%), SD {number(step['std'], 2)} "
+            f"{_bracket(step['sd_low'], step['sd_high'])}",
         ]
     return "\n".join(lines)
 
@@ -115,10 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    runs = complete_runs(load_study(args.name, args.preset, args.results).runs)
-    runs = runs[runs["task"] == "face"] if "task" in runs else runs
     where = args.results / args.name / args.preset / "runs"
     try:
+        runs = complete_runs(load_study(args.name, args.preset, args.results).runs)
+        runs = runs[runs["task"] == "face"] if "task" in runs else runs
         if runs.empty:
             raise ValueError(f"no complete face runs in {where}")
         if args.metric not in runs:

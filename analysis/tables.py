@@ -333,9 +333,9 @@ def p_text(p: float) -> str:
 
 def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
     """(models table, single-layer table, long numbers)."""
-    usable = complete_runs(runs)
-    model_runs, layer_runs = split_profile(usable)
-    precision = varying_precision(pd.concat([model_runs, layer_runs]))
+    model_runs, layer_runs = split_profile(runs)
+    usable = pd.concat([model_runs, layer_runs]).sort_index()  # precision columns filled in
+    precision = varying_precision(usable)
     precision_header = [c.removeprefix("profile.") for c in precision]
     suffixes = batch_thread_suffixes(model_runs, "latency_ms")
     header = ["model", "input", "atom", "form", *precision_header]
@@ -389,7 +389,6 @@ def profile_tables(runs: pd.DataFrame) -> tuple[Table, Table, pd.DataFrame]:
             "Cached TVConv time / depthwise conv time for one layer of that shape (1 = parity)."
         ],
     )
-    usable = pd.concat([model_runs, layer_runs]).sort_index()  # precision columns filled in
     keep = ["run_id", "cell", *(c for c in usable.columns if c.startswith("profile."))]
     metric_columns = [
         c
