@@ -161,6 +161,14 @@ def _execute(run: Run, store: Store, threads: int, tracker: Tracker, device: str
     }
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the platform has one (a SLURM
+    allocation, ``taskset``, a container's cpuset), else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def threads_per_job(jobs: int) -> int:
-    """The torch threads of each of ``jobs`` local workers (the cores split evenly)."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+    """The torch threads of each of ``jobs`` local workers (the usable cores split evenly)."""
+    return max(1, usable_cores() // jobs)

@@ -3,7 +3,6 @@ over it, the pool that uses them, and the record that says which device ran a ru
 needed: the device count and the workers are faked where CUDA would be touched."""
 
 import io
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +11,7 @@ import pytest
 
 from studies import launch
 from studies.cli import main, parse_gpus
-from studies.execute import execute_run
+from studies.execute import execute_run, threads_per_job
 from studies.launch import GpuSlots, choose_gpus, launch_local
 from studies.runner import run_study
 from studies.spec import SpecError, load_spec
@@ -148,7 +147,7 @@ def test_the_pool_runs_jobs_per_gpu_at_once_and_splits_the_cpu_threads(write_spe
     launch_local(runs, None, 2, options, out, gpus=[0, 1])
     assert len(calls) == 18
     assert peak == {"cuda:0": 2, "cuda:1": 2}  # both GPUs, never more than --jobs on one
-    assert {threads for _, threads in calls} == {max(1, (os.cpu_count() or 1) // 4)}
+    assert {threads for _, threads in calls} == {threads_per_job(4)}
     assert "2 run(s) at once on each of GPU(s) 0,1" in out.getvalue()
 
 

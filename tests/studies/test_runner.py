@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from studies import tracking
+from studies import execute, tracking
 from studies.cli import main, parse_seeds
+from studies.execute import threads_per_job
 from studies.runner import run_study
 from studies.spec import SpecError, load_spec
 from studies.store import Store
@@ -248,13 +249,25 @@ def test_two_runners_at_once_execute_each_run_exactly_once(write_spec, tmp_path)
     assert len(store.records()[0]) == 6
 
 
+def test_jobs_split_the_cores_the_process_may_use(monkeypatch):
+    """Under a CPU affinity mask (a SLURM allocation, taskset) the workers' threads split the
+    allowed cores, not every core of the machine."""
+    monkeypatch.setattr(execute.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(
+        execute.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False
+    )
+    assert [threads_per_job(jobs) for jobs in (1, 2, 4, 8)] == [6, 3, 1, 1]
+    monkeypatch.delattr(execute.os, "sched_getaffinity")
+    assert threads_per_job(2) == 32
+
+
 @pytest.mark.slow
 def test_local_process_pool_with_two_jobs(write_spec, tmp_path):
     code, _ = run(write_spec(), tmp_path / "results", jobs=2)
     assert code == 0
     records = Store(tmp_path / "results", "tiny", "smoke").records()[0]
     assert len(records) == 6 and {r["environment"]["threads"] for r in records} == {
-        max(1, (os.cpu_count() or 1) // 2)
+        threads_per_job(2)
     }
     assert len({r["environment"]["host"] for r in records}) == 1
 
