@@ -21,7 +21,7 @@ from pathlib import Path
 from studies.config import TASKS
 from studies.execute import git_sha
 from studies.launch import check_devices, choose_gpus, launch_local, launch_slurm
-from studies.spec import Run, Spec, SpecError, select_cells
+from studies.spec import Run, Spec, SpecError, seeds_text, select_cells
 from studies.store import Store
 from studies.tracking import sweep_fallback, track_run
 from tvconv import profile, segment
@@ -219,7 +219,7 @@ def run_study(
     title = spec.description.split(":")[0].replace("\n", " ")
     print(
         f"{spec.name} / {preset} ({title}): {len(runs)} runs, {len(todo)} to run, "
-        f"{len(runs) - len(todo)} done or skipped",
+        f"{len(runs) - len(todo)} done or skipped; seeds {seeds_text([run.seed for run in runs])}",
         file=out,
     )
     if dry_run:

@@ -530,6 +530,20 @@ def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
     return seeds
 
 
+def seeds_text(seeds: list[int]) -> str:
+    """The compact form of a list of seeds, as ``--seeds`` reads it: ``[0, 1, 2, 5]`` -> ``0-2,5``
+    (a single seed reads ``4-4``, since ``--seeds 4`` means the count 4: seeds 0-3)."""
+    spans: list[list[int]] = []
+    for seed in sorted(set(seeds)):
+        if spans and seed == spans[-1][1] + 1:
+            spans[-1][1] = seed
+        else:
+            spans.append([seed, seed])
+    if len(spans) == 1:
+        return f"{spans[0][0]}-{spans[0][1]}"
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in spans)
+
+
 def _check_selector(selector: object, task: str, where: str) -> dict:
     if not isinstance(selector, dict) or not selector:
         raise SpecError(f"{where}: expected a selector {{config key: value}}, got {selector!r}")

@@ -18,7 +18,7 @@ from studies import execute, tracking
 from studies.cli import main, parse_seeds
 from studies.execute import threads_per_job
 from studies.runner import run_study
-from studies.spec import SpecError, load_spec
+from studies.spec import SpecError, load_spec, seeds_text
 from studies.store import Store
 from tests.studies.conftest import TINY
 
@@ -413,6 +413,21 @@ def test_seeds_parse_counts_ranges_and_lists(text, seeds):
 
 
 @pytest.mark.parametrize(
+    ("seeds", "text"),
+    [
+        ([0, 1, 2, 3], "0-3"),
+        ([4], "4-4"),
+        ([0], "0-0"),
+        ([3, 5], "3,5"),
+        ([7, 0, 1, 2, 9, 8], "0-2,7-9"),
+    ],
+)
+def test_seeds_text_is_what_the_seeds_option_reads_back(seeds, text):
+    assert seeds_text(seeds) == text
+    assert parse_seeds(text) == sorted(seeds)
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ("0", "a count of seeds must be >= 1"),
@@ -437,6 +452,7 @@ def test_seeds_option_replaces_the_presets_seeds(write_spec, tmp_path):
     completed = cli("run", path, "--preset", "smoke", "--seeds", "0-4", "--dry-run")
     assert completed.returncode == 0, completed.stderr
     assert "10 runs, 10 to run" in completed.stdout  # 2 cells x 5 seeds (the preset has 3)
+    assert completed.stdout.splitlines()[0].endswith("; seeds 0-4")
     lines = completed.stdout.splitlines()
     assert {int(line.split()[2]) for line in lines if "missing" in line} == {0, 1, 2, 3, 4}
     code, out = run(path, tmp_path / "results", dry_run=True, seeds=[7])
