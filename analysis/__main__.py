@@ -17,6 +17,7 @@ from pathlib import Path
 from analysis.report import LAYOUT, Report, render, render_layout, update_readme
 from studies.spec import PRESETS, list_studies, load_spec, task_study
 from studies.store import DEFAULT_ROOT, Store
+from tvconv.console import exit_with
 
 
 def study_names() -> list[str]:
@@ -111,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

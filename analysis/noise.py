@@ -32,6 +32,7 @@ import torch
 from analysis.inspect import load_backbone
 from studies.spec import PRESETS, SpecError, load_spec
 from studies.store import DEFAULT_ROOT, Store
+from tvconv.console import exit_with
 from tvconv.convert import deploy
 from tvconv.data.synthetic import SyntheticFacesConfig, make_face_benchmarks
 from tvconv.train import EvalConfig, evaluate
@@ -189,4 +190,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -27,6 +27,7 @@ from analysis.stats import sd_interval, summarise
 from analysis.tables import number
 from studies.spec import PRESETS
 from studies.store import DEFAULT_ROOT
+from tvconv.console import exit_with
 
 FLOOR = "floor_pixels_mean_acc_pct"
 
@@ -133,4 +134,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

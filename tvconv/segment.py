@@ -23,7 +23,6 @@ shared with ``tvconv.train``. CLI: ``python -m tvconv.segment [--preset quick|sm
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from tvconv import _engine as engine
 from tvconv import models
 from tvconv._engine import FitResult, RunSettings, check_schedule
 from tvconv.config import ModelChoice, fail, int_at_least, number_at_least, positive_int
+from tvconv.console import exit_with
 from tvconv.convert import deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FundusSet, to_model_input
@@ -386,4 +386,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -1,7 +1,6 @@
 """``python -m tvconv.profile``: the command line of ``tvconv.profile.cli``."""
 
-import sys
-
+from tvconv.console import exit_with
 from tvconv.profile.cli import main
 
-sys.exit(main())
+exit_with(main)

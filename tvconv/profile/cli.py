@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 from collections.abc import Sequence
 
 from torch import nn
 
 from tvconv import models
+from tvconv.console import exit_with
 from tvconv.convert import deploy
 from tvconv.models import TVCONV_OPTIONS
 from tvconv.ops import TVConvOptions
@@ -231,4 +231,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

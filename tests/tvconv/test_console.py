@@ -1,0 +1,34 @@
+"""tvconv/console.py: how the project's commands end, a closed pipe included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+COMMAND = "from tvconv.console import exit_with; exit_with(lambda: {body})"
+
+
+def ended(body: str, pipe: str = "") -> subprocess.CompletedProcess:
+    script = COMMAND.format(body=body)
+    return subprocess.run(
+        f'{sys.executable} -c "{script}"{pipe}; echo "rc=${{PIPESTATUS[0]}}" >&2',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(("body", "code"), [("3", 3), ("0", 0), ("None", 0)])
+def test_the_command_exits_with_what_main_returns(body, code):
+    completed = ended(body)
+    assert completed.stderr.strip() == f"rc={code}"
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly_with_141():
+    completed = ended("print('line\\\\n' * 200000)", pipe=" | head -1")
+    assert completed.stdout == "line\n"
+    assert completed.stderr.strip() == "rc=141"  # 128 + SIGPIPE, and no BrokenPipeError traceback
