@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from tvconv.console import exit_with
 from tvconv.data.synthetic import (
     BENCHMARKS,
     SyntheticFacesConfig,
@@ -109,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_with(main)
