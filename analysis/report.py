@@ -32,6 +32,7 @@ from analysis.verdicts import study_contrasts, verdicts
 from studies.spec import question_of
 from studies.store import Store
 from studies.tracking import Tracker, group_name, summary_id
+from tvconv._engine import steps_per_epoch
 from tvconv.metrics import postprocess
 from tvconv.train import quick_config
 
@@ -406,6 +407,9 @@ def readme_section(root: Path, preset: str = "quick") -> str:
         verdict_file = folder / "tables" / f"{study}_verdicts.md"
         tables += [verdict_file] if verdict_file.exists() else []
         parts.append(f"### {heading} (`{study}`, {preset} preset)\n")
+        trained_on = training_text(load_study(study, preset, root).runs)
+        if trained_on:
+            parts.append(f"Trained on: {trained_on}.\n")
         for name in (study, *extra_figures):
             figure = folder / "figures" / f"{name}.png"
             if figure.exists():
@@ -421,6 +425,50 @@ def readme_section(root: Path, preset: str = "quick") -> str:
             parts.append(layout.with_suffix(".md").read_text())
     parts.append(README_END)
     return "\n".join(parts) + "\n"
+
+
+def training_text(runs: pd.DataFrame) -> str | None:
+    """What a face study's complete runs trained on, read from their records, for the README:
+    ``200 synthetic identities x 16 images, 32,000 steps`` when every run agrees; otherwise each
+    training length (or each data and length) with its number of runs, so a store holding runs
+    of two training sets says so. None when the store holds no complete face run."""
+    usable = complete_runs(runs)
+    if usable.empty or "optim.epochs" not in usable:
+        return None
+    settings = []
+    for _, run in usable[usable["task"] == "face"].iterrows():
+        epochs, batch = int(run["optim.epochs"]), int(run["optim.batch_size"])
+        root = run.get("data.train_root")
+        if isinstance(root, str) and root:
+            settings.append(
+                (f"the images under `{root}`", f"{epochs:,} epoch" + "s" * (epochs != 1))
+            )
+            continue
+        identities = int(run["data.synthetic.train_identities"])
+        per_identity = int(run["data.synthetic.images_per_identity"])
+        steps = epochs * steps_per_epoch(identities * per_identity, batch)
+        settings.append(
+            (
+                f"{identities} synthetic identities x {per_identity} images",
+                f"{steps:,} step" + "s" * (steps != 1),
+            )
+        )
+    if not settings:
+        return None
+    counts = pd.Series(settings).value_counts(sort=False)
+    if len(counts) == 1:
+        return ", ".join(counts.index[0])
+    data = {setting[0] for setting in settings}
+    if len(data) == 1:
+        lengths = ", ".join(f"{length} ({_runs(count)})" for (_, length), count in counts.items())
+        return f"{data.pop()}; {lengths}"
+    return "; ".join(
+        f"{source}, {length} ({_runs(count)})" for (source, length), count in counts.items()
+    )
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
 
 
 def verdicts_at_a_glance(root: Path, preset: str) -> Table | None:

@@ -142,6 +142,7 @@ def test_readme_results_block_is_regenerated_from_the_rendered_files(aug_store, 
     assert "### Question 1: robustness to augmentation (`aug`, quick preset)" in text
     assert f"![aug: aug]({root}/aug/quick/figures/aug.png)" in text
     assert "| atom=tvconv augment=hflip | 3 |" in text
+    assert "Trained on: 16 synthetic identities x 4 images, 4 steps.\n" in text
     assert main(["--results", root, "--readme", str(readme)]) == 0
     assert "results block unchanged" in capsys.readouterr().out
     readme.write_text("# no markers\n")
@@ -193,3 +194,33 @@ def test_a_question_asked_of_the_fundus_task_names_the_command_that_writes_it(tm
     error = capsys.readouterr().err
     assert "no complete runs of aug-fundus/quick" in error
     assert "python -m studies run aug task=fundus --preset quick" in error
+
+
+def test_training_text_tells_apart_the_training_sets_and_lengths_a_store_holds():
+    """The README line under a face study's heading reads the records: one setting when every
+    complete run agrees, each setting with its run count when they differ; failed runs and
+    other tasks do not count."""
+    from analysis.frame import load_records
+    from analysis.report import training_text
+
+    def runs(*records):
+        return load_records(list(records))
+
+    base = face_record("tradeoff", "atom=dw", 0, 70.0)
+    assert training_text(runs(base)) == "16 synthetic identities x 4 images, 4 steps"
+    longer = face_record("tradeoff", "atom=dw", 1, 70.0, **{"optim.epochs": 2})
+    assert training_text(runs(base, longer)) == (
+        "16 synthetic identities x 4 images; 4 steps (1 run), 8 steps (1 run)"
+    )
+    wider = [
+        face_record("tradeoff", "atom=dw", seed, 70.0, **{"data.synthetic.train_identities": 64})
+        for seed in (2, 3)
+    ]
+    failed = face_record("tradeoff", "atom=dw", 4, 70.0, status="failed")
+    assert training_text(runs(base, *wider, failed)) == (
+        "16 synthetic identities x 4 images, 4 steps (1 run); "
+        "64 synthetic identities x 4 images, 16 steps (2 runs)"
+    )
+    real = face_record("tradeoff", "atom=dw", 5, 70.0, **{"data.train_root": "/data/casia"})
+    assert training_text(runs(real)) == "the images under `/data/casia`, 1 epoch"
+    assert training_text(runs(failed)) is None
