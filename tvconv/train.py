@@ -168,7 +168,7 @@ def quick_config(**model_options) -> TrainConfig:
     benchmarks of 200 unseen identities, 6,000 pairs each; the data drawn from the run's seed),
     MobileNetV2-face x0.1 with a small generator (inter 16, 1 inter layer), the paper's SGD and
     AM-Softmax, batch 32, 320 epochs (32,000 steps) with a cosine schedule: by then training has
-    converged (twice the steps moved depthwise accuracy by +0.2 [-0.4, +0.8] points over 9
+    converged (twice the steps moved depthwise accuracy by +0.2 [-0.3, +0.8] points over 9
     seeds), and with the data fixed its seed-to-seed spread is a third of the 50-identity set's."""
     return TrainConfig(
         data=DataConfig(image_size=32, synthetic=SyntheticFacesConfig(train_identities=200)),
