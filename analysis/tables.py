@@ -54,6 +54,8 @@ COSTS = (  # metric, header, scale
     ("trainable_params", "train params (M)", 1e-6),
     ("deployed_params", "deployed params (M)", 1e-6),
 )
+TRAIN_ACCURACY = "train_acc_pct"  # the last epoch's training accuracy (face runs)
+TRAIN_HEADER = "train acc, last epoch (lowest seed)"
 
 
 @dataclass
@@ -159,6 +161,21 @@ def _varying_costs(usable: pd.DataFrame) -> list[tuple[str, str, float]]:
     ]
 
 
+def _training_column(usable: pd.DataFrame) -> dict[str, str]:
+    """Per cell, ``mean ± std (lowest)`` of the last epoch's training accuracy; empty when no
+    run recorded it (records written before it was kept)."""
+    if TRAIN_ACCURACY not in usable or usable[TRAIN_ACCURACY].isna().all():
+        return {}
+    recorded = usable.dropna(subset=[TRAIN_ACCURACY])
+    summary = aggregate(recorded, TRAIN_ACCURACY).set_index("cell")
+    lowest = recorded.groupby("cell")[TRAIN_ACCURACY].min()
+    return {
+        cell: f"{mean_std(summary.loc[cell])} ({number(lowest[cell])})"
+        for cell in summary.index
+        if summary.loc[cell, "n"] > 0
+    }
+
+
 def _one_seed_notes(usable: pd.DataFrame) -> list[str]:
     if len(usable) and usable.groupby("cell").size().min() < 2:
         return ["One seed in a cell gives no interval: run more (`--seeds`)."]
@@ -259,6 +276,9 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
         summaries[metric] = aggregate(usable, metric).set_index("cell")
     paired = aggregate_paired(usable, HEADLINE).set_index("cell")
     header = ["cell", "n", *benchmarks, "mean", *(h for _m, h, _s in costs)]
+    training = _training_column(usable)
+    if training:
+        header.append(TRAIN_HEADER)
     if not paired.empty:
         header.append(f"Δ mean vs dw [95% CI, Holm over {family_size(paired)}] (wins)")
     rows, bold = [], set()
@@ -267,6 +287,8 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
         row += [mean_std(summaries[metric].loc[cell]) for metric in metrics]
         for metric, _header, scale in costs:
             row.append(number(summaries[metric].loc[cell, "mean"] * scale, 3))
+        if training:
+            row.append(training.get(cell, "–"))
         if not paired.empty:
             row.append(_paired_text(paired.loc[cell]) if cell in paired.index else "baseline")
         rows.append(row)
@@ -289,6 +311,12 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
         notes.append(
             "Floors, on the same pairs and seeds: the raw pixels and the mean colour of each "
             "image as its embedding, and the network as initialised (deployed, never trained)."
+        )
+    if training:
+        notes.append(
+            "Train acc: the training accuracy (%) of the last epoch, mean ± std over seeds and "
+            "the lowest seed's: a seed far below the others is a run whose training collapsed "
+            "or never took off, whatever it scores on the benchmarks."
         )
     if not paired.empty:
         notes.append(

@@ -230,3 +230,24 @@ def test_profile_tables_name_device_and_dtype_only_where_they_vary():
     assert set(long["profile.dtype"]) == {"float32", "bfloat16"}
     same, _layers, _long = profile_tables(load_records(profile_records()))
     assert "dtype" not in same.header and "device" not in same.header
+
+
+def test_face_table_shows_last_epoch_training_accuracy_and_its_lowest_seed():
+    records = []
+    for seed, (dw, tv) in enumerate(((99.0, 98.0), (100.0, 3.0), (98.0, 96.0))):
+        for atom, train_acc in (("dw", dw), ("tvconv", tv)):
+            record = face_record("tradeoff", f"atom={atom}", seed, 80.0, **{"model.atom": atom})
+            record["metrics"]["train_acc_pct"] = train_acc
+            records.append(record)
+    table, _ = face_table(load_records(records))
+    column = table.header.index("train acc, last epoch (lowest seed)")
+    rows = {row[0]: row for row in table.rows}
+    assert rows["atom=dw"][column] == "99.0 ± 1.0 (98.0)"
+    assert rows["atom=tvconv"][column] == "65.7 ± 54.3 (3.0)"  # seed 1 collapsed
+    assert all(row[column] == "" for name, row in rows.items() if name.startswith("floor"))
+    assert any("training collapsed" in note for note in table.notes)
+
+
+def test_face_table_leaves_out_training_accuracy_when_no_run_recorded_it():
+    table, _ = face_table(load_records(aug_records()))
+    assert "train acc, last epoch (lowest seed)" not in table.header
