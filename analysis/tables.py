@@ -164,15 +164,13 @@ def _varying_costs(usable: pd.DataFrame) -> list[tuple[str, str, float]]:
 def _training_column(usable: pd.DataFrame) -> dict[str, str]:
     """Per cell, ``mean ± std (lowest)`` of the last epoch's training accuracy; empty when no
     run recorded it (records written before it was kept)."""
-    if TRAIN_ACCURACY not in usable or usable[TRAIN_ACCURACY].isna().all():
+    if TRAIN_ACCURACY not in usable:
         return {}
     recorded = usable.dropna(subset=[TRAIN_ACCURACY])
     summary = aggregate(recorded, TRAIN_ACCURACY).set_index("cell")
     lowest = recorded.groupby("cell")[TRAIN_ACCURACY].min()
     return {
-        cell: f"{mean_std(summary.loc[cell])} ({number(lowest[cell])})"
-        for cell in summary.index
-        if summary.loc[cell, "n"] > 0
+        cell: f"{mean_std(summary.loc[cell])} ({number(lowest[cell])})" for cell in summary.index
     }
 
 
