@@ -28,7 +28,7 @@ from analysis.tables import (
     seg_domain_table,
     verdict_table,
 )
-from analysis.verdicts import study_contrasts, verdicts
+from analysis.verdicts import planned_cells, study_contrasts, verdicts
 from studies.spec import question_of
 from studies.store import Store
 from studies.tracking import Tracker, group_name, summary_id
@@ -277,7 +277,8 @@ def render(
     found = pd.DataFrame()
     headline = SEG_HEADLINE if task == "fundus" else HEADLINE
     if not is_profile:
-        found = verdicts(frame.runs, list(study_contrasts(study)), headline)
+        contrasts, planned = list(study_contrasts(study)), planned_cells(study, preset)
+        found = verdicts(frame.runs, contrasts, headline, planned)
         verdict_markdown, verdict_paths = _verdict_files(found, frame, folder)
         markdown += verdict_markdown
         tables += verdict_paths

@@ -345,6 +345,12 @@ def family_size(comparisons: pd.DataFrame) -> int:
     return int(comparisons["p"].notna().sum()) if "p" in comparisons else 0
 
 
+def _holm_text(verdicts: pd.DataFrame) -> str:
+    """``Holm over 2``; ``no interval yet`` when no contrast has two seeds."""
+    size = family_size(verdicts)
+    return f"Holm over {size}" if size else "no interval yet"
+
+
 def _interval_text(low: float, high: float) -> str:
     """`` [-0.3, +2.7]`` (signed), or nothing without an interval."""
     if not math.isfinite(low):
@@ -544,7 +550,7 @@ def verdict_table(
         "contrast",
         "finding tested",
         "n",
-        f"estimate [95% CI, {family or f'Holm over {family_size(verdicts)}'}]",
+        f"estimate [95% CI, {family or _holm_text(verdicts)}]",
         "p (Holm)",
         "verdict",
         "seeds to decide",
@@ -586,6 +592,11 @@ def verdict_table(
         "for a claimed equality); otherwise undecided. Seeds to decide: how many seeds an "
         "interval with the measured mean and SD needs for a verdict."
     ]
+    if len(verdicts) and (verdicts["n"] < 2).any():
+        notes.append(
+            "n below 2 gives no interval: n = 0, no seed has a complete run in every cell of "
+            "the contrast yet (its runs are pending)."
+        )
     if len(verdicts):
         margins = sorted(set(verdicts["margin"]))
         notes.append(

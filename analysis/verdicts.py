@@ -29,11 +29,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from analysis.frame import complete_runs
 from analysis.stats import adjust_family, summarise, t_quantile, t_test_p
-from studies.spec import CLAIMS, Contrast, list_studies, load_spec, selects
+from studies.spec import (
+    CLAIMS,
+    Contrast,
+    SpecError,
+    flat_config,
+    list_studies,
+    load_spec,
+    selects,
+)
 
 MAX_SEEDS = 10_000
 VERDICT_COLUMNS = [
@@ -154,14 +163,29 @@ def seeds_needed(claim: str, mean: float, std: float, level: float, margin: floa
     return low
 
 
-def verdicts(runs: pd.DataFrame, contrasts: list[Contrast], metric: str) -> pd.DataFrame:
-    """One row per contrast that the runs hold (``VERDICT_COLUMNS``), Holm over those rows."""
+def planned_by(cells: list[dict], contrast: Contrast) -> bool:
+    """Whether every selector of ``contrast`` picks one of ``cells`` (flattened task configs of
+    the cells a preset plans): the contrast belongs to that preset, run or not."""
+    selectors = (*contrast.plus, *contrast.minus)
+    return all(any(selects(selector, cell) for cell in cells) for selector in selectors)
+
+
+def verdicts(
+    runs: pd.DataFrame,
+    contrasts: list[Contrast],
+    metric: str,
+    planned: list[dict] | None = None,
+) -> pd.DataFrame:
+    """One row per contrast that the runs hold (``VERDICT_COLUMNS``), Holm over those rows.
+    ``planned``: the flattened task configs of the cells the preset plans; a contrast whose
+    cells it holds but the runs do not yet (a study being re-run) gets a row with n = 0 and the
+    verdict undecided, so that it is listed as waiting for runs rather than left out."""
     rows, values = [], {}
     for contrast in contrasts:
         terms = resolve(runs, contrast)
-        if terms is None:
+        if terms is None and not (planned and planned_by(planned, contrast)):
             continue
-        series = contrast_values(runs, terms, metric).to_numpy()
+        series = np.array([]) if terms is None else contrast_values(runs, terms, metric).to_numpy()
         values[contrast.name] = series
         rows.append(
             {
@@ -194,3 +218,21 @@ def study_contrasts(study: str) -> tuple[Contrast, ...]:
     if base in list_studies() and task in load_spec(base).tasks:
         return load_spec(base).contrasts
     return ()
+
+
+def planned_cells(study: str, preset: str) -> list[dict]:
+    """The flattened task configs of the cells ``study``'s spec plans for ``preset`` (as
+    ``studies run`` would expand them, one seed); empty when there is no such study or preset,
+    or the preset cannot be expanded here (the paper preset without ``$DATA_ROOT``)."""
+    base, _, task = study.rpartition("-")
+    try:
+        if study in list_studies():
+            spec = load_spec(study)
+        elif base in list_studies() and task in load_spec(base).tasks:
+            spec = load_spec(base).for_task(task)
+        else:
+            return []
+        runs = spec.runs(preset, seeds=[0])
+    except SpecError:
+        return []
+    return [flat_config(run.config.to_dict()[run.config.task]) for run in runs]

@@ -5,9 +5,12 @@ import math
 import pytest
 
 from analysis.frame import load_records
+from analysis.tables import verdict_table
 from analysis.verdicts import (
     contrast_values,
     decide,
+    planned_by,
+    planned_cells,
     resolve,
     seeds_needed,
     study_contrasts,
@@ -118,6 +121,42 @@ def test_contrasts_whose_cells_were_not_run_are_skipped_and_ambiguous_ones_refus
     vague = Contrast("vague", ({"data.augment": "hflip"},), (DW_HFLIP,), "positive")
     with pytest.raises(ValueError, match="matches several cells"):
         resolve(runs, vague)
+
+
+def test_a_planned_contrast_without_runs_is_listed_as_pending():
+    runs = load_records(aug_records({("dw", "hflip"): [60.0, 61.0], ("tvconv", "hflip"): [62, 63]}))
+    rotation = Contrast("rotation", (TV_ROT,), (DW_ROT,), "positive")
+    unplanned = Contrast(
+        "crop", ({"model.atom": "tvconv", "data.augment": "crop"},), (DW_HFLIP,), "positive"
+    )
+    planned = [
+        {"model.atom": atom, "data.augment": augment}
+        for atom in ("dw", "tvconv")
+        for augment in ("hflip", "rot30")
+    ]
+    assert planned_by(planned, rotation)
+    assert not planned_by(planned, unplanned)
+    found = verdicts(runs, [GAP, rotation, unplanned], "mean_acc_pct", planned).set_index("name")
+    assert list(found.index) == [GAP.name, rotation.name]  # the crop cell is not planned
+    pending = found.loc[rotation.name]
+    assert pending["n"] == 0
+    assert pending["verdict"] == "undecided"
+    assert math.isnan(pending["mean"]) and math.isnan(pending["seeds_needed"])
+    assert found.loc[GAP.name, "level_holm"] == pytest.approx(0.95)  # the family: GAP alone
+    table = verdict_table(found.reset_index(), "mean accuracy")
+    assert table.rows[1][2:4] == ["0", "–"]
+    assert any("n = 0" in note for note in table.notes)
+
+
+def test_planned_cells_expand_the_preset_like_the_runner():
+    cells = planned_cells("init", "quick")
+    assert len(cells) == len(load_spec("init").cells("quick"))
+    assert {cell["model.init"] for cell in cells if cell["model.atom"] == "tvconv"} == {
+        "ones",
+        "stats",
+    }
+    assert planned_cells("nonsense", "quick") == []
+    assert planned_cells("init", "no-such-preset") == []
 
 
 def test_every_face_study_declares_its_primary_contrasts():
