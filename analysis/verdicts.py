@@ -37,10 +37,12 @@ from analysis.stats import adjust_family, summarise, t_quantile, t_test_p
 from studies.spec import (
     CLAIMS,
     Contrast,
+    Spec,
     SpecError,
     flat_config,
     list_studies,
     load_spec,
+    question_of,
     selects,
 )
 
@@ -209,30 +211,30 @@ def verdicts(
     return frame[VERDICT_COLUMNS]
 
 
+def study_spec(study: str) -> Spec | None:
+    """The spec of ``study``: its own, or for a question asked of another task
+    (``init-fundus``) its question's spec for that task; None for any other name."""
+    question = question_of(study)
+    if question not in list_studies():
+        return None
+    spec = load_spec(question)
+    return spec if question == study else spec.for_task(study[len(question) + 1 :])
+
+
 def study_contrasts(study: str) -> tuple[Contrast, ...]:
     """The contrasts declared by the spec of ``study`` (a question asked of another task,
     ``init-fundus``, uses its spec's: those whose cells it has)."""
-    if study in list_studies():
-        return load_spec(study).contrasts
-    base, _, task = study.rpartition("-")
-    if base in list_studies() and task in load_spec(base).tasks:
-        return load_spec(base).contrasts
-    return ()
+    spec = study_spec(study)
+    return spec.contrasts if spec else ()
 
 
 def planned_cells(study: str, preset: str) -> list[dict]:
     """The flattened task configs of the cells ``study``'s spec plans for ``preset`` (as
     ``studies run`` would expand them, one seed); empty when there is no such study or preset,
     or the preset cannot be expanded here (the paper preset without ``$DATA_ROOT``)."""
-    base, _, task = study.rpartition("-")
+    spec = study_spec(study)
     try:
-        if study in list_studies():
-            spec = load_spec(study)
-        elif base in list_studies() and task in load_spec(base).tasks:
-            spec = load_spec(base).for_task(task)
-        else:
-            return []
-        runs = spec.runs(preset, seeds=[0])
+        runs = spec.runs(preset, seeds=[0]) if spec else []
     except SpecError:
         return []
     return [flat_config(run.config.to_dict()[run.config.task]) for run in runs]
