@@ -39,7 +39,6 @@ from studies.spec import (
     Contrast,
     Spec,
     SpecError,
-    flat_config,
     list_studies,
     load_spec,
     question_of,
@@ -237,4 +236,4 @@ def planned_cells(study: str, preset: str) -> list[dict]:
         runs = spec.runs(preset, seeds=[0]) if spec else []
     except SpecError:
         return []
-    return [flat_config(run.config.to_dict()[run.config.task]) for run in runs]
+    return [run.settings for run in runs]

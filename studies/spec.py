@@ -83,6 +83,11 @@ class Run:
     def run_id(self) -> str:
         return self.config.run_id
 
+    @property
+    def settings(self) -> dict:
+        """The run's task config flattened to {dotted key: value}: what selectors match."""
+        return flat_config(self.config.to_dict()[self.config.task])
+
 
 CONTRAST_KEYS = {"name", "plus", "minus", "claim", "finding", "margin"}
 CLAIMS = ("positive", "negative", "none", "equal")
@@ -278,7 +283,7 @@ class Spec:
         """Every contrast selector picks at most one cell of the preset (none: not run here)."""
         cells = {}
         for run in runs:
-            cells.setdefault(run.cell, flat_config(run.config.to_dict()[run.config.task]))
+            cells.setdefault(run.cell, run.settings)
         for contrast in self.contrasts:
             for selector in (*contrast.plus, *contrast.minus):
                 chosen = [cell for cell, flat in cells.items() if selects(selector, flat)]
