@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 import tvconv
-from studies.config import flat_config
+from studies.config import config_columns
 from studies.spec import as_text
 from studies.store import Store
 from tvconv.affinity import list_initialisers
@@ -142,7 +142,7 @@ def label_disagreement(record: dict) -> str | None:
     label = str(record.get("cell") or "")
     if label in ("", "base"):
         return None
-    flat = flat_config("", task_config(record))
+    flat = config_columns("", task_config(record))
     for key, value in LABEL_PART.findall(label):
         fields = {name: v for name, v in flat.items() if name.split(".")[-1] == key}
         if not fields:
@@ -178,7 +178,7 @@ def record_row(record: dict) -> dict:
         "baseline_key": baseline_key(record.get("task"), config),
         "config_key": config_key(record),
     }
-    row.update(flat_config(record.get("task"), {k: v for k, v in config.items() if k != "seed"}))
+    row.update(config_columns(record.get("task"), {k: v for k, v in config.items() if k != "seed"}))
     row.update(record.get("metrics") or {})
     if "latency" in record:  # profile: one dict per (threads, batch) measurement
         row["latency"] = record["latency"]
@@ -221,8 +221,8 @@ def select_rank(select: str) -> tuple[float, str]:
 def varying_columns(runs: pd.DataFrame) -> list[str]:
     """Config columns whose value differs between runs (the study's axes), most significant
     first."""
-    config_columns = [c for c in runs.columns if "." in c and c != "run_id"]
-    varying = [c for c in config_columns if runs[c].astype(str).nunique() > 1]
+    columns = [c for c in runs.columns if "." in c and c != "run_id"]
+    varying = [c for c in columns if runs[c].astype(str).nunique() > 1]
     priority = {name: i for i, name in enumerate(AXIS_PRIORITY)}
     return sorted(varying, key=lambda c: (priority.get(c, len(priority)), c))
 

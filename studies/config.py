@@ -90,22 +90,27 @@ class RunConfig:
         return {"task": self.task, self.task: to_dict(self.section)}
 
 
-def flat_config(task: str, fields: dict, prefix: str = "") -> dict:
+def flat_config(fields: dict, prefix: str = "") -> dict:
+    """A nested config dict as {dotted key: value}, values as they are: what a spec's
+    selectors match (``studies.spec.Run.settings``)."""
+    flat = {}
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_columns(task: str, fields: dict) -> dict:
     """A task config (``to_dict`` of its section, or a record's) as flat dotted keys, lists as
     comma-separated text: the analysis' columns and the W&B config. A profile config's fields
     (flat already) get the prefix ``profile.``."""
-    if task == "profile" and not prefix:
-        prefix = "profile."
-    flat = {}
-    for key, value in fields.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flat_config(task, value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = ",".join(str(v) for v in value)
-        else:
-            flat[name] = value
-    return flat
+    flat = flat_config(fields, "profile." if task == "profile" else "")
+    return {
+        name: ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+        for name, value in flat.items()
+    }
 
 
 def base_config(task: str, preset: str) -> RunConfig:

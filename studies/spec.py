@@ -60,7 +60,7 @@ from pathlib import Path
 
 import yaml
 
-from studies.config import TASKS, RunConfig, assign, base_config
+from studies.config import TASKS, RunConfig, assign, base_config, flat_config
 
 SPEC_DIR = Path(__file__).parent
 PRESETS = ("smoke", "quick", "gpu", "paper")
@@ -118,17 +118,6 @@ def as_text(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(as_text(v) for v in value)
     return str(value)
-
-
-def flat_config(config: dict, prefix: str = "") -> dict:
-    """A task config (nested dict) as {dotted key: value}."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flat_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def selects(selector: dict, flat: dict) -> bool:

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from studies.config import flat_config
+from studies.config import config_columns
 
 PROJECT = "tvconv-ablations"
 INIT_TIMEOUT_S = 30
@@ -121,7 +121,7 @@ def _announce_fallback(error: Exception, root: Path) -> None:
 
 def run_config(run) -> dict:
     """A run's W&B config: identity keys, then the task's config as flat dotted keys (the
-    analysis' columns, ``studies.config.flat_config``)."""
+    analysis' columns, ``studies.config.config_columns``)."""
     identity = {
         "study": run.study,
         "preset": run.preset,
@@ -130,7 +130,7 @@ def run_config(run) -> dict:
         "seed": run.seed,
         "run_id": run.run_id,
     }
-    return {**identity, **flat_config(run.config.task, run.config.to_dict()[run.config.task])}
+    return {**identity, **config_columns(run.config.task, run.config.to_dict()[run.config.task])}
 
 
 def run_tags(run) -> list[str]:

@@ -5,7 +5,14 @@ import re
 import pytest
 
 import tvconv
-from studies.config import ProfileConfig, RunConfig, assign, base_config
+from studies.config import (
+    ProfileConfig,
+    RunConfig,
+    assign,
+    base_config,
+    config_columns,
+    flat_config,
+)
 
 
 def quick(**changes):
@@ -86,3 +93,21 @@ def test_profile_config_validation():
         ProfileConfig(form="both")
     with pytest.raises(ValueError, match=r"profile\.layer_stride=3"):
         ProfileConfig(layer_stride=3)
+
+
+def test_flat_config_keeps_values_and_config_columns_render_lists_as_text():
+    nested = {
+        "model": {"atom": "tvconv", "width": 0.1},
+        "data": {"augment": ["hflip", "shift:0.25"]},
+    }
+    assert flat_config(nested) == {
+        "model.atom": "tvconv",
+        "model.width": 0.1,
+        "data.augment": ["hflip", "shift:0.25"],
+    }
+    assert config_columns("face", nested)["data.augment"] == "hflip,shift:0.25"
+    assert config_columns("face", nested)["model.width"] == 0.1
+    assert config_columns("profile", {"batch": 1, "threads": [1, 2]}) == {
+        "profile.batch": 1,
+        "profile.threads": "1,2",
+    }

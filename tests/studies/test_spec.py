@@ -2,7 +2,8 @@
 
 import pytest
 
-from studies.spec import SpecError, flat_config, list_studies, load_spec, selects
+from studies.config import flat_config
+from studies.spec import SpecError, list_studies, load_spec, selects
 
 SHIPPED = ["aug", "convergence", "depth", "init", "profile", "seg", "tradeoff", "weightgen"]
 
