@@ -2,7 +2,6 @@
 
 import pytest
 
-from studies.config import flat_config
 from studies.spec import SpecError, list_studies, load_spec, selects
 
 SHIPPED = ["aug", "convergence", "depth", "init", "profile", "seg", "tradeoff", "weightgen"]
@@ -38,7 +37,7 @@ def test_face_quick_presets_have_five_seeds_and_every_contrast_cell():
         runs = spec.runs("quick")
         seeds = list(range(9 if name == "convergence" else 5))
         assert sorted({run.seed for run in runs}) == seeds, name
-        cells = {run.cell: flat_config(run.config.to_dict()["face"]) for run in runs}
+        cells = {run.cell: run.settings for run in runs}
         for contrast in spec.contrasts:
             for selector in (*contrast.plus, *contrast.minus):
                 chosen = [cell for cell, flat in cells.items() if selects(selector, flat)]
