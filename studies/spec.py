@@ -55,16 +55,22 @@ import fnmatch
 import itertools
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from studies.config import TASKS, RunConfig, assign, base_config, flat_config
+from tvconv.config import MAX_SEED
 
 SPEC_DIR = Path(__file__).parent
 PRESETS = ("smoke", "quick", "gpu", "paper")
 ABLATIONS = ("aug", "init", "weightgen", "depth", "seg")  # make ablation-<study>
+# Seeds one command may ask for: a study's runs are its cells x its seeds, so more than this is a
+# typo (``--seeds 0-99999``), not a plan; the gpu presets ask for at most 45.
+MAX_SEEDS = 10_000
+DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²" and "١"
 
 
 class SpecError(ValueError):
@@ -451,11 +457,11 @@ def load_spec(name_or_path: str | Path) -> Spec:
         if isinstance(seeds, str):  # --seeds text, a list from here on
             settings["seeds"] = parse_seeds(seeds, f"{path}: presets.{preset}.seeds")
         elif not isinstance(seeds, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
         ):
             raise SpecError(
-                f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints >= 0 or a "
-                "range such as 0-29"
+                f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints in [0, "
+                f"{MAX_SEED}] or a range such as 0-29"
             )
     grid = content.get("grid") or []
     if not isinstance(grid, list):
@@ -499,26 +505,35 @@ def load_spec(name_or_path: str | Path) -> Spec:
 def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
     """``--seeds`` (or a spec's ``seeds:`` given as text, named by ``where``): a count (``10``:
     seeds 0-9), a range (``0-9``), a list (``0,3,7``) or a mix of ranges and seeds (``0-4,10``);
-    seeds are ints >= 0, given once each."""
+    seeds are ints in [0, ``MAX_SEED``], given once each, at most ``MAX_SEEDS`` of them (checked
+    before any list is built, so a typo such as ``0-9999999999`` is an error, not a hang)."""
     text = text.strip()
-    if text.isdigit():
+    if DIGITS.fullmatch(text):
         count = int(text)
         if count < 1:
             raise SpecError(f"{where} {text}: a count of seeds must be >= 1 (seed 0 alone: 0-0)")
+        if count > MAX_SEEDS:
+            raise SpecError(f"{where} {text}: a count of seeds must be at most {MAX_SEEDS}")
         return list(range(count))
-    seeds: list[int] = []
-    for part in text.split(","):
-        start, dash, end = part.strip().partition("-")
-        if not start.isdigit() or (dash and not end.isdigit()):
+    spans: list[tuple[int, int]] = []
+    for part in (part.strip() for part in text.split(",")):
+        start, dash, end = part.partition("-")
+        if not DIGITS.fullmatch(start) or (dash and not DIGITS.fullmatch(end)):
             raise SpecError(
-                f"{where} {text!r}: {part.strip()!r} is not a seed or a range; expected a count "
+                f"{where} {text!r}: {part!r} is not a seed or a range; expected a count "
                 "(10), a range (0-9), a list (0,3,7) or a mix (0-4,10) of ints >= 0"
             )
         low, high = int(start), int(end) if dash else int(start)
         if high < low:
-            raise SpecError(f"{where} {text!r}: the range {part.strip()} is reversed")
-        seeds += range(low, high + 1)
-    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+            raise SpecError(f"{where} {text!r}: the range {part} is reversed")
+        if high > MAX_SEED:
+            raise SpecError(f"{where} {text!r}: seed {high} is above the largest seed, {MAX_SEED}")
+        spans.append((low, high))
+    total = sum(high - low + 1 for low, high in spans)
+    if total > MAX_SEEDS:
+        raise SpecError(f"{where} {text!r}: {total} seeds, more than the {MAX_SEEDS} allowed")
+    seeds = [seed for low, high in spans for seed in range(low, high + 1)]
+    repeated = sorted(seed for seed, times in Counter(seeds).items() if times > 1)
     if repeated:
         raise SpecError(f"{where} {text!r}: seed(s) {repeated} given more than once")
     return seeds

@@ -30,6 +30,9 @@ from tvconv.ops import OPTION_NAMES, TVConvOptions
 AMP_MODES = ("off", "bf16", "fp16")
 RUNTIME_KEYS = ("device", "threads", "progress", "checkpoint_dir")
 TVCONV_FIELDS = ("select", *OPTION_NAMES)  # what only a TVConv model reads (besides its atom)
+# The largest run seed: each epoch reseeds torch with seed * 1_000_003 + epoch
+# (``tvconv._engine.epoch_batches``), which must stay inside torch's 64-bit seed range.
+MAX_SEED = 2**32 - 1
 
 
 def fail(key: str, value: object, expected: str) -> None:
@@ -64,7 +67,9 @@ def number_at_least(key: str, value: object, low: float) -> None:
 
 def check_runtime(config: object) -> None:
     """The top-level keys every training config shares: seed, amp, threads, device."""
-    int_at_least("seed", config.seed, 0)
+    seed = config.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        fail("seed", seed, f"an int in [0, {MAX_SEED}]")
     if config.amp not in AMP_MODES:
         fail("amp", config.amp, f"one of {', '.join(AMP_MODES)}")
     if config.threads is not None:

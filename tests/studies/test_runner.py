@@ -405,6 +405,8 @@ def test_profile_runs_one_at_a_time_whatever_jobs(write_spec, tmp_path):
         ("4-4", [4]),
         ("0,3,7", [0, 3, 7]),
         ("0-2,10", [0, 1, 2, 10]),
+        ("10000", list(range(10000))),
+        ("4294967295-4294967295", [4294967295]),
         (" 1 , 2-3 ", [1, 2, 3]),
     ],
 )
@@ -439,6 +441,12 @@ def test_seeds_text_is_what_the_seeds_option_reads_back(seeds, text):
         ("0-", "'0-' is not a seed or a range"),
         ("1,,2", "'' is not a seed or a range"),
         ("0-3,2", "seed(s) [2] given more than once"),
+        ("\u00b2", "'\u00b2' is not a seed or a range"),  # str.isdigit() says yes
+        ("10001", "a count of seeds must be at most 10000"),
+        ("0-99999999999999", "seed 99999999999999 is above the largest seed, 4294967295"),
+        ("4294967296", "a count of seeds must be at most 10000"),
+        ("4294967296-4294967296", "seed 4294967296 is above the largest seed"),
+        ("0-9999,20000", "10001 seeds, more than the 10000 allowed"),
     ],
 )
 def test_bad_seeds_are_refused(text, message):
@@ -459,7 +467,7 @@ def test_seeds_option_replaces_the_presets_seeds(write_spec, tmp_path):
     assert code == 0 and "2 runs, 2 to run" in out
 
 
-@pytest.mark.parametrize("value", ["0", "two", "3-1", "1,1"])
+@pytest.mark.parametrize("value", ["0", "two", "3-1", "1,1", "0-10000000000"])
 def test_bad_seeds_exit_2_before_any_run(tmp_path, value):
     completed = cli(
         "run", "init", "--preset", "smoke", "--seeds", value, "--results", str(tmp_path / "r")

@@ -167,6 +167,14 @@ def test_cross_zip_and_dedup(write_spec):
             "task: face\npresets: {smoke: {base: smoke, seeds: [a]}}\n",
             r"presets.smoke.seeds=\['a'\]: expected a list of ints",
         ),
+        (
+            "task: face\npresets: {smoke: {base: smoke, seeds: [0, 4294967296]}}\n",
+            r"presets.smoke.seeds=\[0, 4294967296\]: expected a list of ints in \[0, 4294967295\]",
+        ),
+        (
+            "task: face\npresets: {smoke: {base: smoke, seeds: '0-99999999999'}}\n",
+            r"presets.smoke.seeds '0-99999999999': seed 99999999999 is above the largest seed",
+        ),
         ("task: face\npresets: {huge: {base: smoke}}\n", r"presets.huge: expected one of smoke"),
         ("task: face\ngrids: []\n", r"unknown top-level key\(s\) \['grids'\]"),
         ("task: speech\n", r"task='speech' is invalid"),
