@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.report import LAYOUT, Report, render, render_layout, update_readme
+from analysis.report import LAYOUT, Report, readme_text, render, render_layout, update_readme
 from studies.spec import PRESETS, list_studies, load_spec, task_study
 from studies.store import DEFAULT_ROOT, Store
 from tvconv.console import exit_with
@@ -87,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown study {', '.join(unknown)}; expected any of: {known} "
             "(or <study>-fundus for a question asked of the fundus task)"
         )
+    if args.readme is not None:  # a README that cannot take the results fails before any render
+        try:
+            readme_text(args.readme)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     if args.real is not None and not args.real.is_dir():
         parser.error(f"--real {args.real}: not a folder (expected <identity>/<image> files)")
     status = 0

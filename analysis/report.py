@@ -490,14 +490,25 @@ def verdicts_at_a_glance(root: Path, preset: str) -> Table | None:
     return Table(["study", *table.header], rows, set(), table.notes)
 
 
-def update_readme(readme: Path, root: Path, preset: str = "quick") -> bool:
-    """Replace the block between the results markers of ``readme``; True when it changed."""
-    text = Path(readme).read_text()
-    if README_BEGIN not in text or README_END not in text:
+def readme_text(readme: Path) -> str:
+    """The text of ``readme``, checked to hold the results markers in order (a ValueError
+    says what is wrong): ``python -m analysis --readme`` checks it before rendering anything."""
+    try:
+        text = Path(readme).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"--readme {readme}: cannot be read ({error})") from error
+    begin = text.find(README_BEGIN)
+    if begin < 0 or text.find(README_END, begin) < 0:
         raise ValueError(
             f"{readme} has no results block: add the lines\n{README_BEGIN}\n{README_END}\n"
-            "where the results should go"
+            "(in this order) where the results should go"
         )
+    return text
+
+
+def update_readme(readme: Path, root: Path, preset: str = "quick") -> bool:
+    """Replace the block between the results markers of ``readme``; True when it changed."""
+    text = readme_text(readme)
     head, rest = text.split(README_BEGIN, 1)
     _old, tail = rest.split(README_END, 1)
     new = head + readme_section(root, preset).rstrip("\n") + tail

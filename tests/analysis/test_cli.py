@@ -148,6 +148,21 @@ def test_readme_results_block_is_regenerated_from_the_rendered_files(aug_store, 
     readme.write_text("# no markers\n")
     assert main(["--results", root, "--readme", str(readme)]) == 2
     assert "has no results block" in capsys.readouterr().err
+    readme.write_text(f"{README_END}\n{README_BEGIN}\n")  # in the wrong order
+    assert main(["--results", root, "--readme", str(readme)]) == 2
+    assert "has no results block" in capsys.readouterr().err
+
+
+def test_a_readme_that_cannot_take_the_results_fails_before_any_table_is_rendered(
+    aug_store, tmp_path, capsys
+):
+    tables = aug_store.root / "aug" / "quick" / "tables"
+    assert not tables.exists()
+    missing = tmp_path / "missing.md"
+    argv = ["aug", "--results", str(aug_store.root), "--no-wandb", "--quiet"]
+    assert main([*argv, "--readme", str(missing)]) == 2
+    assert "cannot be read" in capsys.readouterr().err and not tables.exists()
+    assert not missing.exists()
 
 
 def test_verdicts_are_rendered_printed_and_in_the_readme(tmp_path, capsys, monkeypatch):
