@@ -8,6 +8,7 @@ diagnostic (paper's Fig. 1 statistic) of the aligned faces and of the layout-fre
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -23,6 +24,10 @@ from tvconv.data.synthetic_fundus import make_fundus_domains
 from tvconv.data.variance import layout_variance
 
 LABEL_HEIGHT = 14
+# The largest preview size: rendering memory grows with the square of the size (the default 800
+# training images, the layout-free copy and the benchmarks are all rendered), and a preview of a
+# few faces per row needs no more.
+MAX_SIZE = 256
 
 
 def _row(images: torch.Tensor, label: str) -> Image.Image:
@@ -100,12 +105,40 @@ def preview(out: Path, size: int, seed: int, per_row: int = 8) -> None:
         )
 
 
+def _output_problem(out: Path) -> str | None:
+    """Why the grid cannot be written to ``out`` (None when it can; its folder is created):
+    checked before any data is generated, so a bad path costs nothing."""
+    if out.is_dir():
+        return f"--out {out}: is a folder; expected an image file such as samples.png"
+    extension = out.suffix.lower()
+    if Image.registered_extensions().get(extension) not in Image.SAVE:
+        return f"--out {out}: unknown image type {extension!r}; expected e.g. .png or .jpg"
+    if out.parent.exists() and not out.parent.is_dir():
+        return f"--out {out}: {out.parent} is not a folder"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"--out {out}: cannot create its folder ({error.strerror})"
+    if not os.access(out.parent, os.W_OK):
+        return f"--out {out}: its folder is not writable"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tvconv.data", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs/data_samples.png"))
-    parser.add_argument("--size", type=int, default=64, help="face image size in pixels")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--size", type=int, default=64, help=f"face image size in pixels, 16-{MAX_SIZE}"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="data seed, an int >= 0")
     args = parser.parse_args()
+    if not 16 <= args.size <= MAX_SIZE:
+        parser.error(f"--size {args.size}: expected a face image size in pixels, 16-{MAX_SIZE}")
+    if args.seed < 0:
+        parser.error(f"--seed {args.seed}: expected an int >= 0")
+    problem = _output_problem(args.out)
+    if problem:
+        parser.error(problem)
     preview(args.out, args.size, args.seed)
 
 
