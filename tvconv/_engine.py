@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from tvconv import affinity
 from tvconv.config import check_runtime, fail, override, result_hash, to_dict
+from tvconv.console import output_problem
 from tvconv.data.datasets import to_model_input
 from tvconv.data.synthetic import stream
 
@@ -481,6 +482,9 @@ def run_cli(
         check(config)
     except ValueError as error:
         parser.error(str(error))
+    problem = args.out is not None and output_problem(args.out, "--out")
+    if problem:
+        parser.error(problem)
     outcome = fit(config)
     if int(os.environ.get("RANK", "0")) == 0:
         record = outcome.to_record()

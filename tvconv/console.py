@@ -1,12 +1,15 @@
 """How every ``python -m`` command of the project ends: ``exit_with(main)`` runs the command and
 exits with its code; a reader that closes the pipe early (``python -m analysis tradeoff | head``)
-ends it quietly with 141 (128 + SIGPIPE), as it ends other command-line tools, with no traceback."""
+ends it quietly with 141 (128 + SIGPIPE), as it ends other command-line tools, with no traceback.
+``output_problem(path, flag)`` checks an output file's path before a command does its work.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -20,3 +23,19 @@ def exit_with(main: Callable[[], int | None]) -> NoReturn:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141
     sys.exit(code)
+
+
+def output_problem(path: Path, flag: str) -> str | None:
+    """Why ``path`` cannot take the file a command will write (None when it can; its folder is
+    created): checked before the command's work, so a bad ``--out`` costs nothing."""
+    if path.is_dir():
+        return f"{flag} {path}: is a folder; expected a file path"
+    if path.parent.exists() and not path.parent.is_dir():
+        return f"{flag} {path}: {path.parent} is not a folder"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"{flag} {path}: cannot create its folder ({error.strerror})"
+    if not os.access(path.parent, os.W_OK):
+        return f"{flag} {path}: its folder is not writable"
+    return None

@@ -32,3 +32,13 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly_with_141():
     completed = ended("print('line\\\\n' * 200000)", pipe=" | head -1")
     assert completed.stdout == "line\n"
     assert completed.stderr.strip() == "rc=141"  # 128 + SIGPIPE, and no BrokenPipeError traceback
+
+
+def test_output_problem_names_what_is_wrong_and_makes_the_folder(tmp_path):
+    from tvconv.console import output_problem
+
+    (tmp_path / "file.txt").write_text("x")
+    assert "is a folder" in output_problem(tmp_path, "--out")
+    assert "file.txt is not a folder" in output_problem(tmp_path / "file.txt" / "r.json", "--out")
+    deep = tmp_path / "a" / "b" / "run.json"
+    assert output_problem(deep, "--out") is None and deep.parent.is_dir() and not deep.exists()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import tvconv
-from tvconv import TVConv
+from tvconv import TVConv, segment
 from tvconv.config import override
 from tvconv.data.augment import Augmentation
 from tvconv.data.synthetic_fundus import FUNDUS_DOMAINS
@@ -224,3 +224,10 @@ def test_cli_writes_a_record(tmp_path, capsys):
     record = json.loads(out.read_text())
     assert record["config"]["model"]["atom"] == "aspp" and record["status"] == "complete"
     assert json.loads(capsys.readouterr().out)["status"] == "complete"
+
+
+def test_cli_refuses_a_bad_out_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(segment, "fit_fundus", lambda config: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as caught:
+        main(["--preset", "smoke", "--out", str(tmp_path)])
+    assert caught.value.code == 2 and "is a folder" in capsys.readouterr().err

@@ -8,13 +8,12 @@ diagnostic (paper's Fig. 1 statistic) of the aligned faces and of the layout-fre
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
 
-from tvconv.console import exit_with
+from tvconv.console import exit_with, output_problem
 from tvconv.data.synthetic import (
     BENCHMARKS,
     SyntheticFacesConfig,
@@ -106,22 +105,11 @@ def preview(out: Path, size: int, seed: int, per_row: int = 8) -> None:
 
 
 def _output_problem(out: Path) -> str | None:
-    """Why the grid cannot be written to ``out`` (None when it can; its folder is created):
-    checked before any data is generated, so a bad path costs nothing."""
-    if out.is_dir():
-        return f"--out {out}: is a folder; expected an image file such as samples.png"
+    """Why the grid cannot be written to ``out`` (None when it can; its folder is created)."""
     extension = out.suffix.lower()
-    if Image.registered_extensions().get(extension) not in Image.SAVE:
+    if not out.is_dir() and Image.registered_extensions().get(extension) not in Image.SAVE:
         return f"--out {out}: unknown image type {extension!r}; expected e.g. .png or .jpg"
-    if out.parent.exists() and not out.parent.is_dir():
-        return f"--out {out}: {out.parent} is not a folder"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return f"--out {out}: cannot create its folder ({error.strerror})"
-    if not os.access(out.parent, os.W_OK):
-        return f"--out {out}: its folder is not writable"
-    return None
+    return output_problem(out, "--out")
 
 
 def main() -> None:
