@@ -380,6 +380,8 @@ def test_cli_latency_table(capsys):
         (["mobilenet_v2_x0_1", "--inter-channels", "8"], "were given for mobilenet_v2_x0_1 with"),
         (["mobilenet_v2_x0_1", "--atom", "tvconv", "--select", "first:99"], "0 <= K <= 17"),
         (["mobilenet_v2_x0_1", "--form", "train", "--batch-sizes", "1"], "BatchNorm needs more"),
+        (["mobilenet_v2_x0_1", "--device", "tpu"], "device 'tpu' is invalid: expected cpu, cuda"),
+        (["mobilenet_v2_x0_1", "--device", "meta"], "device 'meta' is invalid: expected cpu, cuda"),
     ],
 )
 def test_cli_refuses_bad_arguments(argv, message, capsys):

@@ -149,7 +149,14 @@ def _check_positive_ints(name: str, values: int | Sequence[int]) -> tuple[int, .
 def default_device(device: torch.device | str | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:  # torch's own message lists every backend it knows
+        raise ValueError(
+            f"device {str(device)!r} is invalid: expected cpu, cuda or cuda:N"
+        ) from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is invalid: expected cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was asked for, but no CUDA device is available")
     return device
