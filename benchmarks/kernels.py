@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from tvconv import kernels, models, profile
+from tvconv.console import positive_float_arg, positive_int_arg
 from tvconv.convert import find_depthwise_sites
 from tvconv.ops import (
     _CppTranslationVariantConv,
@@ -258,9 +259,9 @@ def _print_models(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--min-run-time", type=float, default=0.2)
+    parser.add_argument("--batch-sizes", type=positive_int_arg, nargs="+", default=[1, 32])
+    parser.add_argument("--threads", type=positive_int_arg, nargs="+", default=[1, 2])
+    parser.add_argument("--min-run-time", type=positive_float_arg, default=0.2)
     parser.add_argument("--no-models", action="store_true", help="no deployed-model images/s")
     parser.add_argument("--no-layers", action="store_true", help="no per-layer ratios")
     parser.add_argument(
@@ -269,10 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["mobilenet_v2_x0_1", "mobilenet_v2_x0_5"],
         help="backbones of the training-step rows (none: skip them)",
     )
-    parser.add_argument("--train-sizes", type=int, nargs="+", default=[48, 96])
-    parser.add_argument("--train-batch", type=int, default=32)
-    parser.add_argument("--train-threads", type=int, default=2)
+    parser.add_argument("--train-sizes", type=positive_int_arg, nargs="+", default=[48, 96])
+    parser.add_argument("--train-batch", type=positive_int_arg, default=32)
+    parser.add_argument("--train-threads", type=positive_int_arg, default=2)
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.train_models) - set(models.list_models()))
+    if unknown:
+        parser.error(f"--train-models: unknown {unknown}; available: {models.list_models()}")
     print(f"torch {torch.__version__}, {profile.cpu_model()}, kernel: {kernels.extension_name()}")
     if not args.no_layers:
         _print_layers(layer_rows(args.batch_sizes, args.threads, args.min_run_time))

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tvconv.console import nonnegative_int_arg, positive_int_arg
+
 CASIA_IMAGES = 494_414
 SIDE = 250
 MODES = ("in-memory", "cache (first run)", "cache (later runs)", "lazy")
@@ -129,12 +131,13 @@ def child(mode: str, args: argparse.Namespace, root: Path, cache: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=20_000, help="size of the generated tree")
-    parser.add_argument("--image-size", type=int, default=96, help="input size (the paper's 96)")
-    parser.add_argument("--batch", type=int, default=512, help="training batch (the paper's)")
-    parser.add_argument("--batches", type=int, default=20, help="batches read per loader")
-    parser.add_argument("--workers", type=int, default=2, help="data.workers")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the step")
+    count = positive_int_arg
+    parser.add_argument("--images", type=count, default=20_000, help="size of the generated tree")
+    parser.add_argument("--image-size", type=count, default=96, help="input size (the paper's 96)")
+    parser.add_argument("--batch", type=count, default=512, help="training batch (the paper's)")
+    parser.add_argument("--batches", type=count, default=20, help="batches read per loader")
+    parser.add_argument("--workers", type=nonnegative_int_arg, default=2, help="data.workers")
+    parser.add_argument("--threads", type=count, default=2, help="torch threads of the step")
     parser.add_argument("--keep", type=Path, help="generate (or reuse) the tree here")
     parser.add_argument("--measure", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)

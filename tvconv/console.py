@@ -1,11 +1,14 @@
 """How every ``python -m`` command of the project ends: ``exit_with(main)`` runs the command and
 exits with its code; a reader that closes the pipe early (``python -m analysis tradeoff | head``)
 ends it quietly with 141 (128 + SIGPIPE), as it ends other command-line tools, with no traceback.
-``output_problem(path, flag)`` checks an output file's path before a command does its work.
+``output_problem(path, flag)`` checks an output file's path before a command does its work; the
+``*_arg`` functions are argparse types that refuse a bad number with what was expected.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -39,3 +42,31 @@ def output_problem(path: Path, flag: str) -> str | None:
     if not os.access(path.parent, os.W_OK):
         return f"{flag} {path}: its folder is not writable"
     return None
+
+
+def _int_at_least(text: str, low: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_int_arg(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def nonnegative_int_arg(text: str) -> int:
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def positive_float_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value

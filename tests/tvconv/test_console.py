@@ -42,3 +42,37 @@ def test_output_problem_names_what_is_wrong_and_makes_the_folder(tmp_path):
     assert "file.txt is not a folder" in output_problem(tmp_path / "file.txt" / "r.json", "--out")
     deep = tmp_path / "a" / "b" / "run.json"
     assert output_problem(deep, "--out") is None and deep.parent.is_dir() and not deep.exists()
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "value"),
+    [
+        ("positive_int_arg", "3", 3),
+        ("nonnegative_int_arg", "0", 0),
+        ("positive_float_arg", "0.5", 0.5),
+    ],
+)
+def test_number_arguments_accept_their_range(parse, text, value):
+    from tvconv import console
+
+    assert getattr(console, parse)(text) == value
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        ("positive_int_arg", "0", "expected a positive integer, got '0'"),
+        ("positive_int_arg", "1.5", "expected a positive integer, got '1.5'"),
+        ("nonnegative_int_arg", "-1", "expected an integer >= 0, got '-1'"),
+        ("positive_float_arg", "inf", "expected a finite positive number, got 'inf'"),
+        ("positive_float_arg", "nan", "expected a finite positive number, got 'nan'"),
+        ("positive_float_arg", "-0.1", "expected a finite positive number, got '-0.1'"),
+    ],
+)
+def test_number_arguments_refuse_with_what_was_expected(parse, text, message):
+    import argparse
+
+    from tvconv import console
+
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        getattr(console, parse)(text)

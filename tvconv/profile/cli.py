@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from collections.abc import Sequence
 
 from torch import nn
 
 from tvconv import models
-from tvconv.console import exit_with
+from tvconv.console import exit_with, positive_float_arg, positive_int_arg
 from tvconv.convert import deploy
 from tvconv.models import TVCONV_OPTIONS
 from tvconv.ops import TVConvOptions
@@ -19,26 +18,6 @@ from tvconv.profile.counting import FORMS, count_params, cross_check_macs, input
 from tvconv.profile.timing import check_latency_args, default_device, measure_latency
 
 # --------------------------------------------------------------------------- CLI
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,16 +34,16 @@ def _parser() -> argparse.ArgumentParser:
         default="deploy",
         help="deploy: cached TVConv, eval-mode forward; train: training form, full training step",
     )
-    parser.add_argument("--input-size", type=_positive_int, default=96, help="square input side")
+    parser.add_argument("--input-size", type=positive_int_arg, default=96, help="square input side")
     parser.add_argument(
         "--batch-sizes",
-        type=_positive_int,
+        type=positive_int_arg,
         nargs="+",
         help="default: 1 2 4 8 16 (deploy), 2 4 8 16 (train: BatchNorm needs 2+)",
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int_arg,
         nargs="+",
         default=[1],
         help="thread counts to time (the paper's grid: 1 2 4 8)",
@@ -73,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     parser.add_argument("--compile", action="store_true", help="time torch.compile(model)")
     parser.add_argument(
-        "--min-run-time", type=_positive_float, default=0.2, help="seconds per configuration"
+        "--min-run-time", type=positive_float_arg, default=0.2, help="seconds per configuration"
     )
     parser.add_argument("--no-latency", action="store_true", help="counts only, no timing")
     parser.add_argument("--per-layer", action="store_true", help="print the per-layer MAC table")
