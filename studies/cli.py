@@ -9,6 +9,7 @@ spec/config/arguments (reported before any run starts, nothing written to the st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -99,6 +100,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_results_root(root: Path) -> None:
+    """A SpecError when ``root`` cannot be the results root: a file, or a folder that cannot be
+    created (nothing is created here, so a dry run writes nothing). A missing root is fine: it
+    holds no runs yet."""
+    if root.exists():
+        if not root.is_dir():
+            raise SpecError(f"--results {root}: not a folder")
+        return
+    ancestor = root.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise SpecError(f"--results {root}: cannot be created under {ancestor}")
+
+
 def _list(results: Path) -> int:
     width = max(len(name) for name in ["study", *list_studies()])
     print(f"{'study':{width}s} {'preset':7s} {'runs':>5s} {'done':>5s} {'failed':>6s}  description")
@@ -132,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if extras:
         args.overrides = [*args.overrides, *extras]
     try:
+        if args.command in ("list", "sync", "run"):
+            check_results_root(args.results)
         if args.command == "list":
             return _list(args.results)
         if args.command == "sync":

@@ -546,3 +546,14 @@ def test_workers_die_with_the_runner(tmp_path):
     if survived:
         os.kill(worker, signal.SIGKILL)  # leave no sleeper behind when the test fails
     assert not survived
+
+
+@pytest.mark.parametrize("command", [["list"], ["sync", "--dry-run"], ["run", "init", "--dry-run"]])
+def test_a_results_root_that_is_a_file_or_under_one_is_refused(command, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main([*command, "--results", str(afile)]) == 2
+    assert f"--results {afile}: not a folder" in capsys.readouterr().err
+    if command[0] == "run":  # would be created: its nearest existing folder is a file
+        assert main([*command, "--results", str(afile / "sub")]) == 2
+        assert "cannot be created under" in capsys.readouterr().err
