@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from tvconv.console import exit_with, output_problem
+from tvconv.console import exit_with, nonnegative_int_arg, output_problem
 from tvconv.data.synthetic import (
     BENCHMARKS,
     SyntheticFacesConfig,
@@ -118,12 +118,10 @@ def main() -> None:
     parser.add_argument(
         "--size", type=int, default=64, help=f"face image size in pixels, 16-{MAX_SIZE}"
     )
-    parser.add_argument("--seed", type=int, default=0, help="data seed, an int >= 0")
+    parser.add_argument("--seed", type=nonnegative_int_arg, default=0, help="data seed, >= 0")
     args = parser.parse_args()
     if not 16 <= args.size <= MAX_SIZE:
         parser.error(f"--size {args.size}: expected a face image size in pixels, 16-{MAX_SIZE}")
-    if args.seed < 0:
-        parser.error(f"--seed {args.seed}: expected an int >= 0")
     problem = _output_problem(args.out)
     if problem:
         parser.error(problem)

@@ -12,7 +12,7 @@ from tvconv.data import __main__ as cli
     [
         (["--size", "8"], "--size 8: expected a face image size in pixels, 16-256"),
         (["--size", "100000"], "--size 100000: expected a face image size in pixels, 16-256"),
-        (["--seed", "-1"], "--seed -1: expected an int >= 0"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
         (["--out", "{tmp}"], "is a folder; expected a file path"),
         (["--out", "{tmp}/grid.xyz"], "unknown image type '.xyz'"),
         (["--out", "{tmp}/grid"], "unknown image type ''"),
