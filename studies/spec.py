@@ -384,8 +384,15 @@ def _expand_block(block: object, where: str) -> list[dict]:
     if not isinstance(zipped, dict):
         raise SpecError(f"{where}: zip must map keys to equal-length lists, got {zipped!r}")
     lengths = {len(v) if isinstance(v, list) else -1 for v in zipped.values()}
-    if zipped and (len(lengths) != 1 or -1 in lengths):
-        raise SpecError(f"{where}: zip lists must be lists of one length, got {zipped!r}")
+    if zipped and (len(lengths) != 1 or -1 in lengths or 0 in lengths):
+        raise SpecError(
+            f"{where}: zip lists must be lists of one length (not empty), got {zipped!r}"
+        )
+    empty = [key for key, values in crossed.items() if values == []]
+    if empty:
+        raise SpecError(
+            f"{where}: {', '.join(empty)}: an empty list gives no cells; list the values"
+        )
     zip_rows = [dict(zip(zipped, row, strict=True)) for row in zip(*zipped.values(), strict=True)]
     axes = [
         [(k, v) for v in (vals if isinstance(vals, list) else [vals])]
@@ -434,6 +441,10 @@ def load_spec(name_or_path: str | Path) -> Spec:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: YAML syntax error: {error}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})"
+        ) from None
     if not isinstance(content, dict):
         raise SpecError(f"{path}: expected a mapping with description, task, grid, presets")
     allowed = {"description", "task", "base", "grid", "presets", "tasks", "contrasts"}
@@ -456,12 +467,21 @@ def load_spec(name_or_path: str | Path) -> Spec:
         seeds = settings.get("seeds", [0])
         if isinstance(seeds, str):  # --seeds text, a list from here on
             settings["seeds"] = parse_seeds(seeds, f"{path}: presets.{preset}.seeds")
-        elif not isinstance(seeds, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
+        elif (
+            not isinstance(seeds, list)
+            or not seeds
+            or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
+            )
         ):
             raise SpecError(
-                f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints in [0, "
-                f"{MAX_SEED}] or a range such as 0-29"
+                f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints in "
+                f"[0, {MAX_SEED}] (at least one) or a range such as 0-29"
+            )
+        elif len(set(seeds)) < len(seeds):
+            repeated = sorted(seed for seed, times in Counter(seeds).items() if times > 1)
+            raise SpecError(
+                f"{path}: presets.{preset}.seeds: seed(s) {repeated} given more than once"
             )
     grid = content.get("grid") or []
     if not isinstance(grid, list):

@@ -172,6 +172,23 @@ def test_cross_zip_and_dedup(write_spec):
             r"presets.smoke.seeds=\[0, 4294967296\]: expected a list of ints in \[0, 4294967295\]",
         ),
         (
+            "task: face\npresets: {smoke: {base: smoke, seeds: []}}\n",
+            r"presets.smoke.seeds=\[\]: expected a list of ints in .* \(at least one\)",
+        ),
+        (
+            "task: face\npresets: {smoke: {base: smoke, seeds: [1, 2, 1]}}\n",
+            r"presets.smoke.seeds: seed\(s\) \[1\] given more than once",
+        ),
+        (
+            "task: face\ngrid:\n  - {model.atom: []}\npresets: {smoke: {base: smoke}}\n",
+            "grid block 1: model.atom: an empty list gives no cells",
+        ),
+        (
+            "task: face\ngrid:\n  - {zip: {model.atom: [], optim.lr: []}}\n"
+            "presets: {smoke: {base: smoke}}\n",
+            r"zip lists must be lists of one length \(not empty\)",
+        ),
+        (
             "task: face\npresets: {smoke: {base: smoke, seeds: '0-99999999999'}}\n",
             r"presets.smoke.seeds '0-99999999999': seed 99999999999 is above the largest seed",
         ),
@@ -269,3 +286,10 @@ def test_command_line_overrides_apply_to_every_run_but_never_relabel_a_grid_axis
             spec.runs("smoke", overrides={key: "dw"})
     with pytest.raises(SpecError, match="the seeds are chosen with --seeds"):
         spec.runs("smoke", overrides={"seed": "0"})
+
+
+def test_a_spec_that_is_not_utf8_text_is_refused(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\x00\xff\xfe")
+    with pytest.raises(SpecError, match=r"binary.yaml: not a UTF-8 text file"):
+        load_spec(path)
