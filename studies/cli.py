@@ -72,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--launcher", default="local", choices=("local", "slurm"))
     run.add_argument("--dry-run", action="store_true", help="list the runs and their status")
-    run.add_argument("--force", action="store_true", help="re-run completed runs too")
-    run.add_argument("--retry-failed", action="store_true", help="re-run failed runs")
+    rerun = run.add_mutually_exclusive_group()  # --force re-runs failed runs as well
+    rerun.add_argument("--force", action="store_true", help="re-run completed and failed runs")
+    rerun.add_argument("--retry-failed", action="store_true", help="re-run failed runs")
     run.add_argument("--results", type=Path, default=DEFAULT_ROOT, help="results root")
     slurm = run.add_argument_group("slurm (with --launcher slurm)")
     slurm.add_argument("--slurm-cluster", default=None, help="submitit cluster (default auto)")

@@ -557,3 +557,10 @@ def test_a_results_root_that_is_a_file_or_under_one_is_refused(command, tmp_path
     if command[0] == "run":  # would be created: its nearest existing folder is a file
         assert main([*command, "--results", str(afile / "sub")]) == 2
         assert "cannot be created under" in capsys.readouterr().err
+
+
+def test_force_and_retry_failed_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["run", "init", "--preset", "smoke", "--dry-run", "--force", "--retry-failed"])
+    assert caught.value.code == 2
+    assert "not allowed with argument --force" in capsys.readouterr().err
