@@ -475,8 +475,8 @@ def load_spec(name_or_path: str | Path) -> Spec:
             )
         ):
             raise SpecError(
-                f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints in "
-                f"[0, {MAX_SEED}] (at least one) or a range such as 0-29"
+                f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints >= 0 (at "
+                f"most {MAX_SEED}, at least one) or a range such as 0-29"
             )
         elif len(set(seeds)) < len(seeds):
             repeated = sorted(seed for seed, times in Counter(seeds).items() if times > 1)

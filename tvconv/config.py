@@ -69,7 +69,7 @@ def check_runtime(config: object) -> None:
     """The top-level keys every training config shares: seed, amp, threads, device."""
     seed = config.seed
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        fail("seed", seed, f"an int in [0, {MAX_SEED}]")
+        fail("seed", seed, f"an int >= 0 (at most {MAX_SEED})")
     if config.amp not in AMP_MODES:
         fail("amp", config.amp, f"one of {', '.join(AMP_MODES)}")
     if config.threads is not None:

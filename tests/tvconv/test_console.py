@@ -64,9 +64,9 @@ def test_number_arguments_accept_their_range(parse, text, value):
         ("positive_int_arg", "0", "expected a positive integer, got '0'"),
         ("positive_int_arg", "1.5", "expected a positive integer, got '1.5'"),
         ("nonnegative_int_arg", "-1", "expected an integer >= 0, got '-1'"),
-        ("positive_float_arg", "inf", "expected a finite positive number, got 'inf'"),
-        ("positive_float_arg", "nan", "expected a finite positive number, got 'nan'"),
-        ("positive_float_arg", "-0.1", "expected a finite positive number, got '-0.1'"),
+        ("positive_float_arg", "inf", "expected a positive number, got 'inf'"),
+        ("positive_float_arg", "nan", "expected a positive number, got 'nan'"),
+        ("positive_float_arg", "-0.1", "expected a positive number, got '-0.1'"),
     ],
 )
 def test_number_arguments_refuse_with_what_was_expected(parse, text, message):
