@@ -478,11 +478,8 @@ def load_spec(name_or_path: str | Path) -> Spec:
                 f"{path}: presets.{preset}.seeds={seeds!r}: expected a list of ints >= 0 (at "
                 f"most {MAX_SEED}, at least one) or a range such as 0-29"
             )
-        elif len(set(seeds)) < len(seeds):
-            repeated = sorted(seed for seed, times in Counter(seeds).items() if times > 1)
-            raise SpecError(
-                f"{path}: presets.{preset}.seeds: seed(s) {repeated} given more than once"
-            )
+        else:
+            _refuse_repeated(seeds, f"{path}: presets.{preset}.seeds")
     grid = content.get("grid") or []
     if not isinstance(grid, list):
         raise SpecError(f"{path}: grid must be a list of blocks, got {grid!r}")
@@ -553,10 +550,15 @@ def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
     if total > MAX_SEEDS:
         raise SpecError(f"{where} {text!r}: {total} seeds, more than the {MAX_SEEDS} allowed")
     seeds = [seed for low, high in spans for seed in range(low, high + 1)]
+    _refuse_repeated(seeds, f"{where} {text!r}")
+    return seeds
+
+
+def _refuse_repeated(seeds: list[int], where: str) -> None:
+    """A SpecError naming the seeds given more than once (a spec's list or ``--seeds`` text)."""
     repeated = sorted(seed for seed, times in Counter(seeds).items() if times > 1)
     if repeated:
-        raise SpecError(f"{where} {text!r}: seed(s) {repeated} given more than once")
-    return seeds
+        raise SpecError(f"{where}: seed(s) {repeated} given more than once")
 
 
 def seeds_text(seeds: list[int]) -> str:

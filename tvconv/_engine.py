@@ -482,8 +482,7 @@ def run_cli(
         check(config)
     except ValueError as error:
         parser.error(str(error))
-    problem = args.out is not None and output_problem(args.out, "--out")
-    if problem:
+    if args.out is not None and (problem := output_problem(args.out, "--out")):
         parser.error(problem)
     outcome = fit(config)
     if int(os.environ.get("RANK", "0")) == 0:
