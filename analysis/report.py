@@ -28,7 +28,7 @@ from analysis.tables import (
     seg_domain_table,
     verdict_table,
 )
-from analysis.verdicts import planned_cells, study_contrasts, verdicts
+from analysis.verdicts import planned_cells, planned_seeds, study_contrasts, verdicts
 from studies.spec import question_of
 from studies.store import Store
 from studies.tracking import Tracker, group_name, summary_id
@@ -278,7 +278,7 @@ def render(
     headline = SEG_HEADLINE if task == "fundus" else HEADLINE
     if not is_profile:
         contrasts, planned = list(study_contrasts(study)), planned_cells(study, preset)
-        found = verdicts(frame.runs, contrasts, headline, planned)
+        found = verdicts(frame.runs, contrasts, headline, planned, planned_seeds(study, preset))
         verdict_markdown, verdict_paths = _verdict_files(found, frame, folder)
         markdown += verdict_markdown
         tables += verdict_paths
@@ -304,7 +304,8 @@ def log_to_wandb(
     re-render replaces it), tables of numbers only: ``cells`` (per cell, the headline's n, mean,
     std, 95% interval, and the paired difference to depthwise with its Holm-adjusted interval,
     p-value and wins), ``numbers`` (the CSV: every metric), ``verdicts`` (per contrast: estimate,
-    Holm-adjusted interval and p-value, verdict, seeds to decide), with one summary key per
+    Holm-adjusted interval and p-value, verdict, seeds to decide, seeds the preset plans), with
+    one summary key per
     contrast and the figures as images."""
     with warnings.catch_warnings():
         warnings.simplefilter("default")
@@ -323,7 +324,7 @@ def log_to_wandb(
         tracker.log_table("numbers", list(numbers.columns), _rows(numbers))
         if not found.empty:
             columns = ["name", "claim", "n", "mean", "ci_low_holm", "ci_high_holm", "p_holm"]
-            columns += ["verdict", "seeds_needed"]
+            columns += ["verdict", "seeds_needed", "seeds_planned"]
             tracker.log_table("verdicts", columns, _rows(found[columns]))
         tracker.log_images({path.stem: path for path in report.figures if path.suffix == ".png"})
         tracker.finish(

@@ -35,6 +35,7 @@ from analysis.frame import (
 )
 from analysis.stats import aggregate, aggregate_paired, summarise
 from analysis.verdicts import MAX_SEEDS as VERDICT_MAX_SEEDS
+from analysis.verdicts import is_provisional
 from tvconv.data.faces import paper_order
 from tvconv.data.synthetic import BENCHMARKS
 
@@ -544,8 +545,9 @@ def verdict_table(
     verdicts: pd.DataFrame, metric_label: str = "headline metric", family: str | None = None
 ) -> Table:
     """One row per declared contrast: the paper's finding, the estimate with its Holm-adjusted
-    Student-t interval and p-value, the verdict, and the seeds an interval of the measured SD
-    needs to decide. ``family`` names the Holm family in the header (default: its size)."""
+    Student-t interval and p-value, the verdict (marked provisional on fewer seeds than the
+    preset plans), and the seeds an interval of the measured SD needs to decide. ``family``
+    names the Holm family in the header (default: its size)."""
     header = [
         "contrast",
         "finding tested",
@@ -555,8 +557,13 @@ def verdict_table(
         "verdict",
         "seeds to decide",
     ]
-    rows = []
+    rows, provisional = [], False
     for row in verdicts.to_dict("records"):
+        verdict = f"**{row['verdict']}**"
+        planned = row.get("seeds_planned", math.nan)  # absent from an older verdicts CSV
+        if is_provisional(row["n"], planned):
+            provisional = True
+            verdict += f" (provisional: {int(row['n'])} of {int(planned)} seeds)"
         interval = ""
         if math.isfinite(row["ci_low_holm"]):
             low, high = (
@@ -578,7 +585,7 @@ def verdict_table(
                 str(int(row["n"])),
                 f"{number(row['mean'], sign=True)}{interval}",
                 p_text(row["p_holm"]) if math.isfinite(row["p_holm"]) else "–",
-                f"**{row['verdict']}**",
+                verdict,
                 needed_text,
             ]
         )
@@ -596,6 +603,12 @@ def verdict_table(
         notes.append(
             "n below 2 gives no interval: n = 0, no seed has a complete run in every cell of "
             "the contrast yet (its runs are pending)."
+        )
+    if provisional:
+        notes.append(
+            "Provisional: fewer seeds have every cell of the contrast complete than the preset "
+            "plans (runs pending, or run with fewer seeds); the verdict may change when the "
+            "other seeds land."
         )
     if len(verdicts):
         margins = sorted(set(verdicts["margin"]))

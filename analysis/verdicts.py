@@ -18,6 +18,10 @@ across the study's contrasts (``analysis.stats``), and one word:
 - otherwise **undecided**, with the number of seeds at which an interval of the same mean and
   standard deviation would decide (``seeds_needed``; unknown below two seeds).
 
+A verdict on fewer seeds than the preset plans (``seeds_planned``, from the spec; runs still
+pending, or a store run with fewer ``--seeds``) is **provisional**: the tables say so next to the
+word, which may change when the other seeds land.
+
 The margin (``studies.spec.MARGIN``, 1 point of the headline metric unless a contrast sets its
 own) is the smallest effect the verdict treats as meaningful. A gain that is significant but
 smaller than the margin still counts as a gain (the checks against 0 come first). Holm's
@@ -61,6 +65,7 @@ VERDICT_COLUMNS = [
     "verdict",
     "seeds_needed",
     "margin",
+    "seeds_planned",
 ]
 
 
@@ -176,11 +181,14 @@ def verdicts(
     contrasts: list[Contrast],
     metric: str,
     planned: list[dict] | None = None,
+    seeds_planned: int | None = None,
 ) -> pd.DataFrame:
     """One row per contrast that the runs hold (``VERDICT_COLUMNS``), Holm over those rows.
     ``planned``: the flattened task configs of the cells the preset plans; a contrast whose
     cells it holds but the runs do not yet (a study being re-run) gets a row with n = 0 and the
-    verdict undecided, so that it is listed as waiting for runs rather than left out."""
+    verdict undecided, so that it is listed as waiting for runs rather than left out.
+    ``seeds_planned``: how many seeds the preset plans (NaN in the column when unknown); a row
+    with fewer (n below it) is a provisional verdict."""
     rows, values = [], {}
     for contrast in contrasts:
         terms = resolve(runs, contrast)
@@ -207,7 +215,14 @@ def verdicts(
     frame["seeds_needed"] = [
         seeds_needed(r.claim, r.mean, r.std, r.level_holm, r.margin) for r in frame.itertuples()
     ]
+    frame["seeds_planned"] = math.nan if seeds_planned is None else seeds_planned
     return frame[VERDICT_COLUMNS]
+
+
+def is_provisional(n: float, seeds_planned: float | None) -> bool:
+    """Whether a verdict on ``n`` seeds is provisional: fewer than the ``seeds_planned`` its
+    preset plans (never when that is unknown: None or NaN)."""
+    return seeds_planned is not None and math.isfinite(seeds_planned) and n < seeds_planned
 
 
 def study_spec(study: str) -> Spec | None:
@@ -225,6 +240,16 @@ def study_contrasts(study: str) -> tuple[Contrast, ...]:
     ``init-fundus``, uses its spec's: those whose cells it has)."""
     spec = study_spec(study)
     return spec.contrasts if spec else ()
+
+
+def planned_seeds(study: str, preset: str) -> int | None:
+    """How many seeds ``study``'s spec plans for ``preset``; None when there is no such study
+    or preset."""
+    spec = study_spec(study)
+    try:
+        return len(spec.seeds(preset)) if spec else None
+    except SpecError:
+        return None
 
 
 def planned_cells(study: str, preset: str) -> list[dict]:

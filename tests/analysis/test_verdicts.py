@@ -11,6 +11,7 @@ from analysis.verdicts import (
     decide,
     planned_by,
     planned_cells,
+    planned_seeds,
     resolve,
     seeds_needed,
     study_contrasts,
@@ -146,6 +147,31 @@ def test_a_planned_contrast_without_runs_is_listed_as_pending():
     table = verdict_table(found.reset_index(), "mean accuracy")
     assert table.rows[1][2:4] == ["0", "–"]
     assert any("n = 0" in note for note in table.notes)
+
+
+def test_a_verdict_on_fewer_seeds_than_planned_is_marked_provisional():
+    dw, tvconv = [60.0, 60.5, 61.0, 59.5], [62.0, 63.0, 64.5, 62.0]
+    runs = load_records(aug_records({("dw", "hflip"): dw, ("tvconv", "hflip"): tvconv}))
+    early = verdicts(runs, [GAP], "mean_acc_pct", seeds_planned=5)
+    assert early.loc[0, "verdict"] == "reproduced" and early.loc[0, "seeds_planned"] == 5
+    table = verdict_table(early, "mean accuracy")
+    assert table.rows[0][5] == "**reproduced** (provisional: 4 of 5 seeds)"
+    assert any(note.startswith("Provisional:") for note in table.notes)
+    for planned in (4, 3, None):  # every planned seed done, more done than planned, unknown
+        found = verdicts(runs, [GAP], "mean_acc_pct", seeds_planned=planned)
+        table = verdict_table(found, "mean accuracy")
+        assert table.rows[0][5] == "**reproduced**"
+        assert not any(note.startswith("Provisional:") for note in table.notes)
+    older_csv = early.drop(columns="seeds_planned")  # rendered before the column existed
+    assert verdict_table(older_csv, "mean accuracy").rows[0][5] == "**reproduced**"
+
+
+def test_planned_seeds_read_the_preset():
+    assert planned_seeds("init", "quick") == len(load_spec("init").seeds("quick")) == 5
+    assert planned_seeds("depth", "gpu") == 30
+    assert planned_seeds("init-fundus", "quick") == len(load_spec("init").seeds("quick"))
+    assert planned_seeds("nonsense", "quick") is None
+    assert planned_seeds("init", "no-such-preset") is None
 
 
 def test_planned_cells_expand_the_preset_like_the_runner():
