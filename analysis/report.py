@@ -305,8 +305,7 @@ def log_to_wandb(
     std, 95% interval, and the paired difference to depthwise with its Holm-adjusted interval,
     p-value and wins), ``numbers`` (the CSV: every metric), ``verdicts`` (per contrast: estimate,
     Holm-adjusted interval and p-value, verdict, seeds to decide, seeds the preset plans), with
-    one summary key per
-    contrast and the figures as images."""
+    one summary key per contrast and the figures as images."""
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         tracker = Tracker(

@@ -19,7 +19,7 @@ across the study's contrasts (``analysis.stats``), and one word:
   standard deviation would decide (``seeds_needed``; unknown below two seeds).
 
 A verdict on fewer seeds than the preset plans (``seeds_planned``, from the spec; runs still
-pending, or a store run with fewer ``--seeds``) is **provisional**: the tables say so next to the
+pending, or a study run with fewer ``--seeds``) is **provisional**: the tables say so next to the
 word, which may change when the other seeds land.
 
 The margin (``studies.spec.MARGIN``, 1 point of the headline metric unless a contrast sets its
