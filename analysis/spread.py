@@ -5,7 +5,10 @@ from").
 ``python -m analysis.spread NAME [--preset quick] [--metric mean_acc_pct] [--pair KEY]`` reads
 ``results/NAME/PRESET/runs`` (a study, or a calibration store such as ``noise_calib``) and prints,
 per cell (one configuration, as the tables group them): n, the mean, the SD over seeds with its
-chi-square 95% interval, and the raw-pixel floor. ``--pair optim.epochs`` adds, for every two
+chi-square 95% interval, the raw-pixel floor, and how steadily the seeds trained: the largest
+fall of each run's training accuracy below its running peak over the epochs (the median seed's
+and the worst seed's), which shows a run that slipped mid-training and recovered even when its
+last epoch is at 100%. ``--pair optim.epochs`` adds, for every two
 neighbouring values of that config key whose runs agree on everything else, the per-seed
 differences (larger value - smaller), their mean with a Student-t 95% interval, and their SD with
 its chi-square interval: the doubling check of a schedule, or any other paired step. Nothing is
@@ -32,15 +35,48 @@ from tvconv.console import exit_with
 FLOOR = "floor_pixels_mean_acc_pct"
 
 
-def cell_spread(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per cell: n, mean, sd, sd_low, sd_high (chi-square 95%) and the raw-pixel floor's mean."""
+def largest_fall(history: list[dict] | None) -> float:
+    """The largest fall (points) of a run's training accuracy below its running peak over the
+    epochs of its ``history``; NaN when no epoch recorded a training accuracy."""
+    accuracies = [epoch["train_acc_pct"] for epoch in history or () if "train_acc_pct" in epoch]
+    if not accuracies:
+        return math.nan
+    peak, fall = -math.inf, 0.0
+    for accuracy in accuracies:
+        peak = max(peak, accuracy)
+        fall = max(fall, peak - accuracy)
+    return fall
+
+
+def cell_spread(
+    runs: pd.DataFrame, metric: str, records: dict[str, dict] | None = None
+) -> pd.DataFrame:
+    """Per cell: n, mean, sd, sd_low, sd_high (chi-square 95%), the raw-pixel floor's mean and,
+    from the runs' ``records`` (by run_id), the median and the worst seed's ``largest_fall``."""
     rows = []
     for cell in cell_order(runs):
         chosen = runs[runs["cell"] == cell]
         summary = summarise(chosen[metric])
         low, high = sd_interval(chosen[metric])
         floor = chosen[FLOOR].mean() if FLOOR in chosen else math.nan
-        rows.append({"cell": cell, **summary, "sd_low": low, "sd_high": high, "floor": floor})
+        falls = pd.Series(
+            [
+                largest_fall((records or {}).get(run_id, {}).get("history"))
+                for run_id in chosen["run_id"]
+            ],
+            dtype=float,
+        )
+        rows.append(
+            {
+                "cell": cell,
+                **summary,
+                "sd_low": low,
+                "sd_high": high,
+                "floor": floor,
+                "fall_median": falls.median(),
+                "fall_worst": falls.max(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -83,15 +119,18 @@ def _bracket(low: float, high: float) -> str:
 
 def report(spread: pd.DataFrame, steps: list[dict], metric: str) -> str:
     lines = [
-        f"{metric} over seeds (SD: chi-square 95% interval; floor: raw pixels, mean accuracy)",
-        "| cell | n | mean | SD [95%] | floor |",
-        "|---|---:|---:|---:|---:|",
+        f"{metric} over seeds (SD: chi-square 95% interval; floor: raw pixels, mean accuracy; "
+        "fall: the largest fall of a run's training accuracy below its running peak, in points, "
+        "the median seed's and the worst seed's)",
+        "| cell | n | mean | SD [95%] | floor | fall: median, worst |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in spread.to_dict("records"):
         sd = f"{number(row['std'], 2)} {_bracket(row['sd_low'], row['sd_high'])}"
+        fall = f"{number(row['fall_median'], 1)}, {number(row['fall_worst'], 1)}"
         lines.append(
             f"| {row['cell']} | {row['n']} | {number(row['mean'], 2)} | {sd} "
-            f"| {number(row['floor'], 1)} |"
+            f"| {number(row['floor'], 1)} | {fall} |"
         )
     for step in steps:
         lines += [
@@ -119,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     where = args.results / args.name / args.preset / "runs"
     try:
-        runs = complete_runs(load_study(args.name, args.preset, args.results).runs)
+        frame = load_study(args.name, args.preset, args.results)
+        runs = complete_runs(frame.runs)
         runs = runs[runs["task"] == "face"] if "task" in runs else runs
         if runs.empty:
             raise ValueError(f"no complete face runs in {where}")
@@ -129,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(report(cell_spread(runs, args.metric), steps, args.metric))
+    print(report(cell_spread(runs, args.metric, frame.records), steps, args.metric))
     return 0
 
 

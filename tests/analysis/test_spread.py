@@ -63,14 +63,53 @@ def test_cell_spread_reports_sd_interval_and_floor():
     assert row["floor"] == pytest.approx(59.0)  # raw pixels 58 + seed, seeds 0-2
 
 
+def curve(*accuracies):
+    return [{"epoch": i + 1, "train_acc_pct": a} for i, a in enumerate(accuracies)]
+
+
+def test_largest_fall_measures_from_the_running_peak():
+    assert spread.largest_fall(curve(1.0, 5.0, 20.0, 60.0, 100.0)) == 0.0  # never fell
+    # peaks 66 then 100: falls 66 - 2 = 64 (the largest) and 100 - 97 = 3; recovered to 100
+    assert spread.largest_fall(curve(10.0, 66.0, 30.0, 2.0, 80.0, 100.0, 97.0, 100.0)) == 64.0
+    assert spread.largest_fall(curve(27.0, 0.0, 3.7)) == 27.0  # collapsed: never came back
+    assert spread.largest_fall(curve(50.0)) == 0.0
+    assert math.isnan(spread.largest_fall([]))
+    assert math.isnan(spread.largest_fall(None))
+    assert math.isnan(spread.largest_fall([{"epoch": 1, "loss": 3.0}]))  # no accuracy recorded
+
+
+def test_cell_spread_reports_the_median_and_worst_fall_per_cell():
+    made = records()
+    falls = {"epochs=1": (0.0, 10.0, 40.0), "epochs=2": (1.0, 1.0, 3.0)}
+    for record in made:
+        if record["cell"] in falls:
+            drop = falls[record["cell"]][record["seed"]]
+            record["history"] = curve(50.0, 90.0, 90.0 - drop, 100.0)
+    runs = complete_runs(load_records(made))
+    by_id = {record["run_id"]: record for record in made}
+    table = spread.cell_spread(runs, "mean_acc_pct", by_id).set_index("cell")
+    assert (table.loc["epochs=1", "fall_median"], table.loc["epochs=1", "fall_worst"]) == (
+        10.0,
+        40.0,
+    )
+    assert (table.loc["epochs=2", "fall_median"], table.loc["epochs=2", "fall_worst"]) == (1.0, 3.0)
+    assert math.isnan(table.loc["atom=tvconv", "fall_worst"])  # histories without epochs
+    without_records = spread.cell_spread(runs, "mean_acc_pct")
+    assert without_records["fall_worst"].isna().all()
+
+
 def test_command_prints_the_spread_and_refuses_bad_input(tmp_path, capsys):
     store = Store(tmp_path, "calib", "quick")
     for record in records():
+        if record["cell"] == "epochs=1":
+            record["history"] = curve(50.0, 80.0, 65.0, 100.0)
         store.write(record)
     argv = ["calib", "--results", str(tmp_path)]
     assert spread.main([*argv, "--pair", "optim.epochs"]) == 0
     out = capsys.readouterr().out
     assert "| epochs=1 | 3 | 72.50 | 2.00 [" in out
+    assert "| 59.0 | 15.0, 15.0 |" in out  # floor, then the falls (80 -> 65) of every seed
+    assert "| atom=tvconv | 3 | 60.50 | 0.00 [0.00, 0.00] | 59.0 | –, – |" in out
     assert "differences +1.00, +2.00, +3.00" in out
     assert spread.main([*argv, "--pair", "optim.nothing"]) == 2
     assert "not a config key" in capsys.readouterr().err
