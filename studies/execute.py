@@ -4,6 +4,8 @@ Take the run's lock, re-check the store (another runner may have finished it mea
 start event, train or profile through the task's ``run`` (``studies.config.TASKS``), write the
 record (``new_record``) atomically, release the lock. An exception becomes a ``failed`` record
 with its traceback; KeyboardInterrupt propagates (the lock is released, no record is written).
+A training run says where it is on stdout as it goes (``Heartbeat``): after its first epoch,
+then at most every ``HEARTBEAT_SECONDS``, so a log shows a run of many minutes moving.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import traceback
 from dataclasses import replace
@@ -27,6 +30,76 @@ from studies.store import SCHEMA_VERSION, Store
 from studies.tracking import Tracker, track_run
 from tvconv import profile
 from tvconv._engine import save_checkpoint
+
+HEARTBEAT_SECONDS = 300.0  # a training run in progress prints where it is at most this often
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``6m05s``, ``1h02m``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Heartbeat:
+    """An ``on_epoch_end`` callback that prints where a training run is: after the first epoch
+    this process trains, then whenever ``every`` seconds have passed since the last line, never
+    after the last epoch (the run's finished line follows). A line: the run's cell and seed, the
+    epoch of ``epochs``, the epoch's loss and training accuracy when recorded, the time so far
+    and the run's ETA: the epochs left at the mean time of the epochs this process trained
+    (their rows' ``seconds``; without them, the time so far per epoch, which counts the data and
+    model set-up too). A resumed run counts from its checkpoint."""
+
+    def __init__(
+        self,
+        run: Run,
+        epochs: int,
+        out=None,
+        every: float = HEARTBEAT_SECONDS,
+        clock=time.monotonic,
+    ) -> None:
+        self.run, self.epochs, self.out, self.every, self.clock = run, epochs, out, every, clock
+        self.start = self.last = clock()
+        self.trained = 0  # epochs this process has trained
+        self.epoch_seconds: list[float] | None = []  # None once a row lacks its time
+
+    def __call__(self, row: dict) -> None:
+        now = self.clock()
+        self.trained += 1
+        if self.epoch_seconds is not None and isinstance(row.get("seconds"), (int, float)):
+            self.epoch_seconds.append(row["seconds"])
+        else:
+            self.epoch_seconds = None
+        epoch = int(row.get("epoch", 0))
+        if epoch >= self.epochs or (self.trained > 1 and now - self.last < self.every):
+            return
+        self.last = now
+        text = f"  running {self.run.cell} seed={self.run.seed}: epoch {epoch}/{self.epochs}"
+        if isinstance(row.get("loss"), (int, float)):
+            text += f", loss {row['loss']:.4g}"
+        if isinstance(row.get("train_acc_pct"), (int, float)):
+            text += f", train acc {row['train_acc_pct']:.1f}%"
+        elapsed = now - self.start
+        pace = (
+            sum(self.epoch_seconds) / len(self.epoch_seconds)
+            if self.epoch_seconds
+            else elapsed / self.trained
+        )
+        text += f"; {duration(elapsed)} so far, ETA {duration(pace * (self.epochs - epoch))}"
+        print(text, file=self.out or sys.stdout, flush=True)
+
+
+def _every_epoch(*callbacks):
+    """One ``on_epoch_end`` that calls each of ``callbacks`` with the epoch's row."""
+
+    def call(row: dict) -> None:
+        for callback in callbacks:
+            callback(row)
+
+    return call
 
 
 def git_sha() -> str | None:
@@ -136,7 +209,10 @@ def _execute(run: Run, store: Store, threads: int, tracker: Tracker, device: str
         progress=False,
         checkpoint_dir=str(checkpoints),
     )
-    result = task.run(settings, on_epoch_end=tracker.epoch, on_step=tracker.step)
+    heartbeat = Heartbeat(run, settings.optim.epochs)
+    result = task.run(
+        settings, on_epoch_end=_every_epoch(tracker.epoch, heartbeat), on_step=tracker.step
+    )
     if result.status == "complete":
         # the face task keeps the backbone (the head holds the training identities)
         network = result.model.backbone if config.task == "face" else result.model

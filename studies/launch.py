@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from studies.config import TASKS
-from studies.execute import execute_run, new_record, threads_per_job
+from studies.execute import duration, execute_run, new_record, threads_per_job
 from studies.spec import Run, SpecError
 from studies.store import Store
 
@@ -75,14 +75,14 @@ class _Progress:
             if isinstance(value, (int, float)):
                 text += f"  {key}={value:.4g}"
             if record.get("started") and record.get("finished"):
-                text += f"  {_duration(record['finished'] - record['started'])}"
+                text += f"  {duration(record['finished'] - record['started'])}"
         elif status == "failed" and record:
             reason = (record.get("error") or "").strip().splitlines()
             text += f"  ({reason[-1][:120]})" if reason else ""
         left = self.total - finished
         if finished > 0 and left > 0:
             eta = (time.monotonic() - self.start) / finished * left
-            text += f"  ETA {_duration(eta)} for {left} run(s)"
+            text += f"  ETA {duration(eta)} for {left} run(s)"
         return text
 
     def _show(self) -> None:
@@ -93,16 +93,6 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    """``42s``, ``6m05s``, ``1h02m``."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _record_failure(run: Run, root: Path, error: BaseException) -> None:
