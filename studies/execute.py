@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import tvconv
 from studies.config import TASKS, with_runtime
@@ -89,7 +90,9 @@ class Heartbeat:
             else elapsed / self.trained
         )
         text += f"; {duration(elapsed)} so far, ETA {duration(pace * (self.epochs - epoch))}"
-        print(text, file=self.out or sys.stdout, flush=True)
+        out = self.out or sys.stdout
+        tqdm.write(text, file=out)  # above the sweep's progress bar when it is this process's
+        out.flush()
 
 
 def _every_epoch(*callbacks):

@@ -2,6 +2,8 @@
 
 import io
 
+from tqdm import tqdm
+
 from studies.execute import Heartbeat, duration
 from studies.runner import run_study
 from studies.spec import Run, load_spec
@@ -95,3 +97,15 @@ def test_a_sweeps_training_run_prints_its_heartbeat(write_spec, tmp_path, capsys
     )
     assert run_study(load_spec(spec), "smoke", tmp_path / "results", out=io.StringIO()) == 0
     assert "  running base seed=0: epoch 1/2, loss " in capsys.readouterr().out
+
+
+def test_the_line_goes_above_a_progress_bar_in_the_same_process():
+    heartbeat, _clock, out = beat()
+    bar = tqdm(total=3, file=out, ncols=60)
+    bar.update(1)
+    heartbeat({"epoch": 1, "loss": 2.0})
+    written = out.getvalue()
+    bar.close()
+    # the bar is cleared, the line written on its own, then the bar drawn again below it
+    assert "\r  running atom=tvconv seed=3: epoch 1/10, loss 2;" in written
+    assert written.rindex("running") < written.rindex("1/3")
