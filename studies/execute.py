@@ -14,6 +14,7 @@ import copy
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -50,9 +51,10 @@ class Heartbeat:
     this process trains, then whenever ``every`` seconds have passed since the last line, never
     after the last epoch (the run's finished line follows). A line: the run's cell and seed, the
     epoch of ``epochs``, the epoch's loss and training accuracy when recorded, the time so far
-    and the run's ETA: the epochs left at the mean time of the epochs this process trained
-    (their rows' ``seconds``; without them, the time so far per epoch, which counts the data and
-    model set-up too). A resumed run counts from its checkpoint."""
+    and the run's ETA: the epochs left at the median time of the epochs this process trained
+    (their rows' ``seconds``: the median, so that an epoch stretched by a paused or starved
+    process does not inflate it; without them, the time so far per epoch, which counts the data
+    and model set-up too). A resumed run counts from its checkpoint."""
 
     def __init__(
         self,
@@ -85,9 +87,7 @@ class Heartbeat:
             text += f", train acc {row['train_acc_pct']:.1f}%"
         elapsed = now - self.start
         pace = (
-            sum(self.epoch_seconds) / len(self.epoch_seconds)
-            if self.epoch_seconds
-            else elapsed / self.trained
+            statistics.median(self.epoch_seconds) if self.epoch_seconds else elapsed / self.trained
         )
         text += f"; {duration(elapsed)} so far, ETA {duration(pace * (self.epochs - epoch))}"
         out = self.out or sys.stdout

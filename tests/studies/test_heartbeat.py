@@ -52,9 +52,18 @@ def test_the_eta_uses_the_epochs_own_times_when_recorded():
     for epoch in range(2, 12):
         clock.now += 12
         heartbeat({"epoch": epoch, "seconds": 12.0})
-    # the line at epoch 10 (108 s after the first): mean of 10 and 9 x 12 = 11.8 s, 1 left
+    # the line at epoch 10 (108 s after the first): median of 10 and 9 x 12 = 12 s, 1 left
     assert out.getvalue().splitlines()[-1].endswith("epoch 10/11; 2m44s so far, ETA 12s")
     assert len(out.getvalue().splitlines()) == 2
+
+
+def test_a_paused_epoch_does_not_inflate_the_eta():
+    heartbeat, clock, out = beat(epochs=100, every=300.0)
+    for epoch, seconds in enumerate([6.0] * 10 + [540.0] + [6.0] * 10, start=1):
+        clock.now += seconds  # epoch 11 spans a 9-minute pause (SIGSTOP, a starved core)
+        heartbeat({"epoch": epoch, "seconds": seconds})
+    # the line at epoch 11 (600 s after the first): median 6 s x 89 epochs left
+    assert out.getvalue().splitlines()[-1].endswith("epoch 11/100; 10m00s so far, ETA 8m54s")
 
 
 def test_never_after_the_last_epoch():
