@@ -8,11 +8,11 @@ per cell (one configuration, as the tables group them): n, the mean, the SD over
 chi-square 95% interval, the raw-pixel floor, and how steadily the seeds trained: the largest
 fall of each run's training accuracy below its running peak over the epochs (the median seed's
 and the worst seed's), which shows a run that slipped mid-training and recovered even when its
-last epoch is at 100%. ``--pair optim.epochs`` adds, for every two
-neighbouring values of that config key whose runs agree on everything else, the per-seed
-differences (larger value - smaller), their mean with a Student-t 95% interval, and their SD with
-its chi-square interval: the doubling check of a schedule, or any other paired step. Nothing is
-written; exit 2 for a store without complete face runs, an unknown metric or key.
+last epoch is at 100%. ``--pair optim.epochs`` adds, for every two neighbouring values of that
+config key whose runs agree on everything else, the per-seed differences (larger value -
+smaller), their mean with a Student-t 95% interval, and their SD with its chi-square interval:
+the doubling check of a schedule, or any other paired step. Nothing is written; exit 2 for a
+store without complete face runs, an unknown metric or key.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.frame import cell_order, complete_runs, load_study
@@ -38,14 +39,12 @@ FLOOR = "floor_pixels_mean_acc_pct"
 def largest_fall(history: list[dict] | None) -> float:
     """The largest fall (points) of a run's training accuracy below its running peak over the
     epochs of its ``history``; NaN when no epoch recorded a training accuracy."""
-    accuracies = [epoch["train_acc_pct"] for epoch in history or () if "train_acc_pct" in epoch]
-    if not accuracies:
+    accuracies = np.array(
+        [epoch["train_acc_pct"] for epoch in history or () if "train_acc_pct" in epoch]
+    )
+    if not accuracies.size:
         return math.nan
-    peak, fall = -math.inf, 0.0
-    for accuracy in accuracies:
-        peak = max(peak, accuracy)
-        fall = max(fall, peak - accuracy)
-    return fall
+    return float((np.maximum.accumulate(accuracies) - accuracies).max())
 
 
 def cell_spread(

@@ -95,16 +95,6 @@ class Heartbeat:
         out.flush()
 
 
-def _every_epoch(*callbacks):
-    """One ``on_epoch_end`` that calls each of ``callbacks`` with the epoch's row."""
-
-    def call(row: dict) -> None:
-        for callback in callbacks:
-            callback(row)
-
-    return call
-
-
 def git_sha() -> str | None:
     """The repository's commit (with ``+dirty`` for uncommitted changes), or None outside git."""
     here = Path(__file__).resolve().parent
@@ -213,9 +203,12 @@ def _execute(run: Run, store: Store, threads: int, tracker: Tracker, device: str
         checkpoint_dir=str(checkpoints),
     )
     heartbeat = Heartbeat(run, settings.optim.epochs)
-    result = task.run(
-        settings, on_epoch_end=_every_epoch(tracker.epoch, heartbeat), on_step=tracker.step
-    )
+
+    def on_epoch_end(row: dict) -> None:
+        tracker.epoch(row)
+        heartbeat(row)
+
+    result = task.run(settings, on_epoch_end=on_epoch_end, on_step=tracker.step)
     if result.status == "complete":
         # the face task keeps the backbone (the head holds the training identities)
         network = result.model.backbone if config.task == "face" else result.model
