@@ -16,8 +16,8 @@ SEEDS ?=
 CELLS ?=
 GPUS ?=
 STUDY = $(if $(DATA_ROOT),DATA_ROOT=$(DATA_ROOT) )$(PY) -m studies run --preset $(PRESET) \
-	--jobs $(JOBS) --results $(RESULTS) $(if $(SEEDS),--seeds $(SEEDS)) \
-	$(if $(CELLS),--cells '$(CELLS)') $(if $(GPUS),--gpus $(GPUS))
+	--jobs $(JOBS) --results $(RESULTS) $(if $(SEEDS),--seeds '$(SEEDS)') \
+	$(if $(CELLS),--cells '$(CELLS)') $(if $(GPUS),--gpus '$(GPUS)')
 ANALYSE = $(PY) -m analysis --preset $(PRESET) --results $(RESULTS)
 # Run a study, then render its tables and figures (also after failed runs: the finished ones
 # are shown; not after a bad spec, exit code 2). The recipe keeps the runner's exit code.

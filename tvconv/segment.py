@@ -67,7 +67,7 @@ class FundusDataConfig:
             fail("data.held_out", self.held_out, f"one of {DOMAINS}")
         number_at_least("data.synthetic_scale", self.synthetic_scale, 1e-6)
         int_at_least("data.synthetic_seed", self.synthetic_seed, 0)
-        Augmentation(self.augment)  # raises on a bad spec
+        Augmentation(self.augment).check_size(self.image_size)  # raises on a bad spec
 
 
 @dataclass(frozen=True)

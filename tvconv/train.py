@@ -78,7 +78,7 @@ class DataConfig:
             object.__setattr__(
                 self, "synthetic", replace(self.synthetic, image_size=self.image_size)
             )
-        Augmentation(self.augment)  # raises on a bad spec
+        Augmentation(self.augment).check_size(self.image_size)  # raises on a bad spec
         int_at_least("data.workers", self.workers, 0)
 
 

@@ -76,6 +76,7 @@ def test_keys_are_relative_to_the_task():
         ("model.name", "resnet50", r"model.name='resnet50' is invalid: expected one of mobilenet"),
         ("model.init", "random", r"model.init='random' is invalid: expected one of coords"),
         ("data.augment", "blur", r"unknown augmentation 'blur'"),
+        ("data.augment", "shift:0.01", r"data.augment=.shift:0.01.: .* 0 pixels on a 32 px image"),
         ("model.select", "last:99", None),
         ("task", "segmentation", r"task='segmentation' is invalid: expected one of face, fundus"),
     ],

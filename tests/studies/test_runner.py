@@ -477,15 +477,16 @@ def test_bad_seeds_exit_2_before_any_run(tmp_path, value):
     assert not (tmp_path / "r").exists()
 
 
-def test_make_passes_seeds_to_the_runner():
+@pytest.mark.parametrize("seeds", ["0-9", "0, 3, 7"])
+def test_make_passes_seeds_to_the_runner_as_one_argument(seeds):
     dry = subprocess.run(
-        ["make", "-n", "ablation-init", "SEEDS=0-9", "PY=python"],
+        ["make", "-n", "ablation-init", f"SEEDS={seeds}", "PY=python"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
         timeout=60,
     )
-    assert "--seeds 0-9" in dry.stdout
+    assert f"--seeds '{seeds}'" in dry.stdout
 
 
 def test_a_closed_pipe_ends_the_listing_quietly():

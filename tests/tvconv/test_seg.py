@@ -190,6 +190,8 @@ def test_bad_settings_are_refused_with_what_was_expected(tmp_path):
         override(config, "model.atom=shift")
     with pytest.raises(ValueError, match="a multiple of 16, at least 32"):
         override(config, "data.image_size=72")
+    with pytest.raises(ValueError, match=r"'shift:0.001' is 0 pixels on a \d+ px image"):
+        override(config, "data.augment=shift:0.001")
     with pytest.raises(ValueError, match="lacks 16 folder"):
         check_paths(override(config, f"data.root={tmp_path}"))
     with pytest.raises(ValueError, match="an existing local state-dict file"):

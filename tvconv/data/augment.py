@@ -12,7 +12,12 @@ strength is relative to the frame, so an augmentation is equally strong at any i
 | crop   | min area fraction (default 0.5) | random resized crop, aspect in [3/4, 4/3]         |
 | rotate | max degrees (default 15)        | in-plane rotation about the centre                |
 | color  | jitter amount s (default 0.4)   | brightness, contrast, saturation x U(1-s, 1+s)    |
-| cutout | side fraction (default 0.3)     | one square set to the mean value (0)              |
+| cutout | side fraction (default 0.3)     | one square of round(f * side) pixels set to the   |
+|        |                                 | mean value (0)                                    |
+
+shift and cutout work in whole pixels, so a fraction is as strong at any size only up to that
+rounding (``shift:0.05`` is 2 px, 6.3% of a 32 px frame, and 5 px, 5.2% of a 96 px one);
+``Augmentation.check_size`` refuses a non-zero strength that rounds to no pixel at all.
 
 Images are model inputs in [-1, 1] (``to_model_input``); geometric ops fill uncovered pixels with
 -1 (black, as zero-padding a uint8 image). ``LEVELS`` names the ladder of the
@@ -118,7 +123,7 @@ def _color(x: torch.Tensor, s: float, g: torch.Generator) -> torch.Tensor:
 
 def _cutout(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
-    side_h, side_w = max(1, round(fraction * h)), max(1, round(fraction * w))
+    side_h, side_w = round(fraction * h), round(fraction * w)  # 0: no hole
     top = torch.randint(0, h - side_h + 1, (n,), generator=g)[:, None, None]
     left = torch.randint(0, w - side_w + 1, (n,), generator=g)[:, None, None]
     rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
@@ -146,6 +151,7 @@ OPS = {
 
 
 GEOMETRIC = frozenset({"hflip", "shift", "crop", "rotate"})
+WHOLE_PIXELS = frozenset({"shift", "cutout"})  # strength x side, rounded to whole pixels
 
 
 class Augmentation:
@@ -154,6 +160,17 @@ class Augmentation:
     def __init__(self, spec: str = "") -> None:
         self.spec = LEVELS.get(spec, spec)
         self.steps = [parse_op(token) for token in self.spec.split(",") if token.strip()]
+
+    def check_size(self, side: int) -> None:
+        """Refuse a whole-pixel op (``WHOLE_PIXELS``) whose non-zero strength rounds to 0 pixels
+        on a ``side``-pixel frame: it would silently do nothing. Raises ValueError."""
+        for name, strength in self.steps:
+            if name in WHOLE_PIXELS and strength > 0 and round(strength * side) == 0:
+                raise ValueError(
+                    f"augmentation '{name}:{strength:g}' is 0 pixels on a {side} px image "
+                    f"({strength:g} x {side} rounds to 0) and would do nothing; expected at "
+                    f"least {1 / side:.3g} (one pixel), or {name}:0 / no {name} for none"
+                )
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         for name, strength in self.steps:
@@ -180,15 +197,20 @@ class Augmentation:
 
 
 def parse_op(token: str) -> tuple[str, float]:
-    name, _, value = token.strip().partition(":")
+    name, colon, value = token.strip().partition(":")
     if name not in OPS:
         raise ValueError(
             f"unknown augmentation {name!r} in {token!r}; expected one of {', '.join(OPS)} "
             f"(or a level: {', '.join(LEVELS)})"
         )
     op = OPS[name]
-    if not value:
+    if not colon:
         return name, float(op.default)
+    if not value.strip():
+        raise ValueError(
+            f"augmentation {token.strip()!r}: no strength after ':'; expected {op.unit} in "
+            f"[{op.low}, {op.high}], or {name!r} alone for the default {op.default:g}"
+        )
     try:
         strength = float(value)
     except ValueError:

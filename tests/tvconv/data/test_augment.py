@@ -116,11 +116,39 @@ def test_determinism_under_a_seed():
         ("hflip:2", r"strength must be probability in \[0.0, 1.0\], got '2'"),
         ("rotate:x", r"strength must be degrees in \[0, 180\], got 'x'"),
         ("crop:0", "minimum area fraction"),
+        ("hflip,shift:", r"augmentation 'shift:': no strength after ':'; expected fraction of"),
+        ("cutout: ", r"no strength after ':'.*'cutout' alone for the default 0.3"),
     ],
 )
 def test_bad_specs_are_refused(spec, message):
     with pytest.raises(ValueError, match=message):
         Augmentation(spec)
+
+
+def test_zero_strength_whole_pixel_ops_change_nothing():
+    x = images()
+    assert torch.equal(run("shift:0", x), x)
+    assert torch.equal(run("cutout:0", x), x)
+
+
+@pytest.mark.parametrize(
+    ("spec", "side", "message"),
+    [
+        ("shift:0.01", 32, r"'shift:0.01' is 0 pixels on a 32 px image .* at least 0.0312"),
+        ("hflip,cutout:0.015", 32, r"'cutout:0.015' is 0 pixels on a 32 px image"),
+        ("shift:0.005", 96, r"'shift:0.005' is 0 pixels on a 96 px image .* at least 0.0104"),
+    ],
+)
+def test_a_strength_that_rounds_to_no_pixel_is_refused(spec, side, message):
+    with pytest.raises(ValueError, match=message):
+        Augmentation(spec).check_size(side)
+
+
+def test_strengths_of_a_pixel_or_more_pass_the_size_check():
+    for spec, side in [("shift:0.01", 96), ("shift:0.05", 32), ("shift:0,cutout:0", 32)]:
+        Augmentation(spec).check_size(side)  # no error
+    for level in LEVELS:
+        Augmentation(level).check_size(32)
 
 
 def test_mean_displacement_orders_the_ladder_by_how_far_it_moves_content():
