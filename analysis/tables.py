@@ -38,6 +38,7 @@ from analysis.verdicts import MAX_SEEDS as VERDICT_MAX_SEEDS
 from analysis.verdicts import is_provisional
 from tvconv.data.faces import paper_order
 from tvconv.data.synthetic import BENCHMARKS
+from tvconv.ops import GENERATOR_ONLY_FIELDS
 
 HEADLINE = "mean_acc_pct"
 SEG_HEADLINE = "dice_mean_pct"
@@ -212,11 +213,14 @@ NOT_FLOOR_KEYS = ("data.augment", "data.workers")
 
 def _floor_key(row: dict, columns: list[str]) -> tuple:
     """What decides a floor of this run besides the seed: its data (and model) settings; a dw
-    run's TVConv options are ignored (they do not exist in its network), and so is how far the
-    layout-free control moves its images when the data is aligned (nothing moves)."""
+    run's TVConv options are ignored (they do not exist in its network), so are the generator's
+    options of a TVConv without one, and so is how far the layout-free control moves its images
+    when the data is aligned (nothing moves)."""
     ignored = set()
     if row.get("model.atom") == "dw":
         ignored = {f"model.{name}" for name in TVCONV_ONLY_FIELDS if name != "atom"}
+    elif str(row.get("model.generator")) == "False":
+        ignored = {f"model.{name}" for name in GENERATOR_ONLY_FIELDS}
     if row.get("data.synthetic.layout") == "aligned":
         ignored.add("data.synthetic.free_shift")
     return tuple((c, str(row[c])) for c in columns if c not in ignored)

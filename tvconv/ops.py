@@ -67,6 +67,12 @@ class TVConvOptions:
                 f"{prefix}init={self.init!r} is invalid: expected one of "
                 + ", ".join(affinity.list_initialisers())
             )
+        if not self.generator and self.init != "ones":
+            raise ValueError(
+                f"{prefix}init={self.init!r} does nothing with {prefix}generator=False (the"
+                " kernels are learned directly: there are no affinity maps to initialise);"
+                f" expected {prefix}init='ones' (the default) or {prefix}generator=True"
+            )
 
     def options(self) -> dict:
         """The fields as the layer's keyword arguments."""
@@ -74,6 +80,8 @@ class TVConvOptions:
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TVConvOptions))
+# The options a layer without a weight generator (``generator=False``) never reads.
+GENERATOR_ONLY_FIELDS = ("affinity_channels", "inter_channels", "inter_layers", "norm", "init")
 
 
 def output_size(input_size: int, kernel_size: int, stride: int) -> int:

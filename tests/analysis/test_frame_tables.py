@@ -183,6 +183,30 @@ def test_free_shift_does_not_split_or_label_aligned_floors():
     ]
 
 
+def test_a_tvconv_without_generator_has_one_floor_row_named_without_generator_options():
+    """A TVConv without a weight generator never reads the generator's width and depth: the
+    untrained floor of such runs is one row whatever those options say, and its label does not
+    name them (it would read as a generator of that size)."""
+    cells = [
+        ("atom=tvconv generator=False", {"model.generator": False, "model.inter_channels": 16}),
+        ("atom=tvconv generator=False", {"model.generator": False, "model.inter_channels": 32}),
+        ("atom=tvconv inter_channels=8", {"model.inter_channels": 8}),
+        ("atom=tvconv inter_channels=64", {"model.inter_channels": 64}),
+    ]
+    records = [
+        face_record("weightgen", cell, seed, 60.0, **fields)
+        for cell, fields in cells
+        for seed in (0, 1)
+    ]
+    labels = [row[0] for row in face_table(load_records(records))[0].rows]
+    untrained = [label for label in labels if label.startswith("floor: untrained")]
+    assert untrained == [
+        "floor: untrained generator=False",
+        "floor: untrained generator=True inter_channels=8",
+        "floor: untrained generator=True inter_channels=64",
+    ]
+
+
 def test_cost_columns_appear_only_when_they_vary():
     table, _ = face_table(load_records(aug_records()))
     assert "deployed params (M)" in table.header  # dw 0.100 vs tvconv 0.150

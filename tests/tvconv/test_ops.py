@@ -70,7 +70,7 @@ def test_training_form_equals_cached_form(kernel_size, stride, bias, generator):
         inter_channels=8,
         inter_layers=1,
         bias=bias,
-        init="normal",
+        init="normal" if generator else "ones",  # without a generator there are no maps
         generator=generator,
     )
     if not generator and bias:
@@ -227,6 +227,11 @@ def test_wrong_input_shape_names_expected_and_received():
         ({"init": "random"}, "init='random' is invalid: expected one of"),
         ({"inter_layers": -1}, "inter_layers=-1 is invalid: expected an int >= 0"),
         ({"affinity_channels": 0}, "affinity_channels=0 is invalid: expected an int >= 1"),
+        (
+            {"generator": False, "init": "stats"},
+            "init='stats' does nothing with generator=False (the kernels are learned directly",
+        ),
+        ({"generator": False, "init": "zeros"}, "expected init='ones' (the default) or generator"),
         ({"channels": 0}, "channels must be a positive int, got 0"),
     ],
 )

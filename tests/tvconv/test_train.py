@@ -71,6 +71,20 @@ def test_bad_overrides_name_key_value_and_expectation(assignment, message):
         override(smoke_config(), assignment)
 
 
+@pytest.mark.parametrize(
+    "assignments",
+    [("model.generator=false", "model.init=stats"), ("model.init=stats", "model.generator=false")],
+)
+def test_an_affinity_init_without_a_generator_is_refused_in_either_order(assignments):
+    """A TVConv without a generator has no affinity maps: an init for them would do nothing;
+    each setting alone is fine."""
+    config = override(smoke_config(), assignments[0])
+    with pytest.raises(ValueError, match=r"model.init='stats' does nothing with model.generator"):
+        override(config, assignments[1])
+    without_generator = override(smoke_config(), "model.generator=false")
+    assert (without_generator.model.generator, without_generator.model.init) == (False, "ones")
+
+
 def test_paper_schedule_milestones_22_30_35():
     optim = OptimConfig()
     assert optim.epochs == 38 and milestone_epochs(optim) == [22, 30, 35]
