@@ -11,8 +11,11 @@ and the worst seed's), which shows a run that slipped mid-training and recovered
 last epoch is at 100%. ``--pair optim.epochs`` adds, for every two neighbouring values of that
 config key whose runs agree on everything else, the per-seed differences (larger value -
 smaller), their mean with a Student-t 95% interval, and their SD with its chi-square interval:
-the doubling check of a schedule, or any other paired step. Nothing is written; exit 2 for a
-store without complete face runs, an unknown metric or key.
+the doubling check of a schedule, or any other paired step. ``--pair model.atom`` pairs each
+TVConv run with the depthwise run of its seed and settings as the tables' Δ column does (a
+depthwise run has no TVConv options, so a TVConv cell that sets a generator or its sites still
+finds its partner): the paired TVConv - depthwise SD of every TVConv cell. Nothing is written;
+exit 2 for a store without complete face runs, an unknown metric or key.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.frame import cell_order, complete_runs, load_study
-from analysis.stats import sd_interval, summarise
+from analysis.stats import paired_differences, sd_interval, summarise
 from analysis.tables import number
 from studies.spec import PRESETS
 from studies.store import DEFAULT_ROOT
 from tvconv.console import exit_with
 
 FLOOR = "floor_pixels_mean_acc_pct"
+ATOM = "model.atom"
 
 
 def largest_fall(history: list[dict] | None) -> float:
@@ -79,11 +83,29 @@ def cell_spread(
     return pd.DataFrame(rows)
 
 
+def _step(step: str, cells: str, seeds: list, differences: list[float]) -> dict:
+    """One paired step: its seeds, per-seed differences, their mean with its Student-t interval
+    and their SD with its chi-square interval."""
+    sd_low, sd_high = sd_interval(differences)
+    return {
+        "step": step,
+        "cells": cells,
+        "seeds": seeds,
+        "differences": differences,
+        **summarise(differences),
+        "sd_low": sd_low,
+        "sd_high": sd_high,
+    }
+
+
 def paired_steps(runs: pd.DataFrame, metric: str, key: str) -> list[dict]:
     """For each two neighbouring values of ``key`` (sorted) among runs that agree on every other
-    config column: the per-seed differences (larger value - smaller) and their statistics."""
+    config column: the per-seed differences (larger value - smaller) and their statistics. Along
+    ``model.atom``: ``atom_steps``."""
     if key not in runs:
         raise ValueError(f"--pair {key!r} is not a config key of these runs")
+    if key == ATOM:
+        return atom_steps(runs, metric)
     others = [c for c in runs.columns if "." in c and c != key]
     steps = []
     for _rest, group in runs.groupby(others, dropna=False, sort=False):
@@ -94,21 +116,30 @@ def paired_steps(runs: pd.DataFrame, metric: str, key: str) -> list[dict]:
             seeds = sorted(set(before.index) & set(after.index))
             if not seeds:
                 continue
-            differences = [float(after[s] - before[s]) for s in seeds]
-            summary = summarise(differences)
-            sd_low, sd_high = sd_interval(differences)
-            steps.append(
-                {
-                    "step": f"{key}: {low} -> {high}",
-                    "cells": f"{group.loc[group[key] == high, 'cell'].iloc[0]} - "
-                    f"{group.loc[group[key] == low, 'cell'].iloc[0]}",
-                    "seeds": seeds,
-                    "differences": differences,
-                    **summary,
-                    "sd_low": sd_low,
-                    "sd_high": sd_high,
-                }
+            cells = (
+                f"{group.loc[group[key] == high, 'cell'].iloc[0]} - "
+                f"{group.loc[group[key] == low, 'cell'].iloc[0]}"
             )
+            differences = [float(after[s] - before[s]) for s in seeds]
+            steps.append(_step(f"{key}: {low} -> {high}", cells, seeds, differences))
+    return steps
+
+
+def atom_steps(runs: pd.DataFrame, metric: str) -> list[dict]:
+    """Per TVConv cell (in cell order): its runs minus the depthwise runs they are paired with
+    (``analysis.stats.paired_differences``: same seed, same settings but the atom and the
+    TVConv-only options), as the tables' Δ column pairs them."""
+    pairs = paired_differences(runs, metric).sort_values("seed", kind="stable")
+    cell_of = runs.set_index("run_id")["cell"]
+    steps = []
+    for cell in cell_order(runs):
+        chosen = pairs[pairs["cell"] == cell]
+        if chosen.empty:
+            continue
+        baselines = " / ".join(dict.fromkeys(cell_of[chosen["baseline_run_id"]]))
+        seeds = [int(seed) for seed in chosen["seed"]]
+        differences = [float(d) for d in chosen["diff"]]
+        steps.append(_step(f"{ATOM}: dw -> tvconv", f"{cell} - {baselines}", seeds, differences))
     return steps
 
 

@@ -54,6 +54,32 @@ def test_paired_steps_pair_by_seed_within_one_configuration():
         spread.paired_steps(runs, "mean_acc_pct", "optim.nothing")
 
 
+def test_pairing_along_the_atom_finds_the_depthwise_partner_of_every_tvconv_cell():
+    # dw seeds 0-2 (80, 81, 82); TVConv with the paper's generator and TVConv in the first 6
+    # sites set TVConv-only options a dw run does not have: each still pairs with dw by seed,
+    # as the tables' delta column pairs them; a TVConv run at other epochs has no partner.
+    dw = [face_record("s", "atom=dw", s, 80.0 + s, **{"model.atom": "dw"}) for s in range(3)]
+    wide = {"model.inter_channels": 64, "model.inter_layers": 3}
+    made = dw + [face_record("s", "wide", s, (79.0, 81.5, 79.0)[s], **wide) for s in range(3)]
+    made += [face_record("s", "first", s, 82.0 + s, **{"model.select": "first:6"}) for s in (0, 2)]
+    made.append(face_record("s", "longer", 0, 70.0, **{"optim.epochs": 9}))
+    runs = complete_runs(load_records(made))
+    steps = {
+        step["cells"]: step for step in spread.paired_steps(runs, "mean_acc_pct", "model.atom")
+    }
+    assert set(steps) == {"wide - atom=dw", "first - atom=dw"}
+    wide_step = steps["wide - atom=dw"]
+    assert wide_step["step"] == "model.atom: dw -> tvconv"
+    assert wide_step["seeds"] == [0, 1, 2]
+    assert wide_step["differences"] == pytest.approx([-1.0, +0.5, -3.0])
+    assert wide_step["std"] == pytest.approx(1.7559423, abs=1e-6)  # sd of -1, 0.5, -3
+    assert (wide_step["sd_low"], wide_step["sd_high"]) == pytest.approx(
+        sd_interval([-1.0, 0.5, -3.0])
+    )
+    assert steps["first - atom=dw"]["seeds"] == [0, 2]
+    assert steps["first - atom=dw"]["differences"] == pytest.approx([2.0, 2.0])
+
+
 def test_cell_spread_reports_sd_interval_and_floor():
     runs = complete_runs(load_records(records()))
     table = spread.cell_spread(runs, "mean_acc_pct").set_index("cell")
