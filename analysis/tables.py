@@ -252,9 +252,24 @@ def floor_groups(usable: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
         for key in distinct:
             chosen = ordered[[k == key for k in keys]]
             settings = dict(key)
-            names = [f"{c.split('.')[-1]}={settings[c]}" for c in varying if c in settings]
+            names = [f"{c.split('.')[-1]}={settings[c]}" for c in _named(varying, settings)]
             groups.append((infix, " ".join([label, *names]), chosen))
     return groups
+
+
+def _named(varying: list[str], settings: dict) -> list[str]:
+    """The varying columns a floor row names: all of those its settings have, but
+    ``generator=True`` where the generator's own options are named (they imply it; the trained
+    cells' labels leave it out the same way)."""
+    named = [c for c in varying if c in settings]
+    generator_options = {f"model.{name}" for name in GENERATOR_ONLY_FIELDS}
+    if (
+        "model.generator" in named
+        and settings["model.generator"] == "True"
+        and generator_options.intersection(named)
+    ):
+        named.remove("model.generator")
+    return named
 
 
 def _floor_summary(runs: pd.DataFrame, infix: str, metric: str) -> pd.Series:

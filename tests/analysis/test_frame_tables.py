@@ -186,7 +186,8 @@ def test_free_shift_does_not_split_or_label_aligned_floors():
 def test_a_tvconv_without_generator_has_one_floor_row_named_without_generator_options():
     """A TVConv without a weight generator never reads the generator's width and depth: the
     untrained floor of such runs is one row whatever those options say, and its label does not
-    name them (it would read as a generator of that size)."""
+    name them (it would read as a generator of that size). A generator's row names its options
+    but not ``generator=True``, which they imply, as its trained cell's label does."""
     cells = [
         ("atom=tvconv generator=False", {"model.generator": False, "model.inter_channels": 16}),
         ("atom=tvconv generator=False", {"model.generator": False, "model.inter_channels": 32}),
@@ -202,8 +203,31 @@ def test_a_tvconv_without_generator_has_one_floor_row_named_without_generator_op
     untrained = [label for label in labels if label.startswith("floor: untrained")]
     assert untrained == [
         "floor: untrained generator=False",
-        "floor: untrained generator=True inter_channels=8",
-        "floor: untrained generator=True inter_channels=64",
+        "floor: untrained inter_channels=8",
+        "floor: untrained inter_channels=64",
+    ]
+
+
+def test_a_generator_floor_row_says_generator_true_where_nothing_else_tells_it_apart():
+    records = [
+        face_record("weightgen", f"atom=tvconv generator={flag}", seed, 60.0, **fields)
+        for flag, fields in (("False", {"model.generator": False}), ("True", {}))
+        for seed in (0, 1)
+    ]
+    labels = [row[0] for row in face_table(load_records(records))[0].rows]
+    assert [label for label in labels if label.startswith("floor: untrained")] == [
+        "floor: untrained generator=False",
+        "floor: untrained generator=True",
+    ]
+    records = [  # the generator the same everywhere, one of its options varies
+        face_record("init", f"atom=tvconv init={init}", seed, 60.0, **{"model.init": init})
+        for init in ("ones", "stats")
+        for seed in (0, 1)
+    ]
+    labels = [row[0] for row in face_table(load_records(records))[0].rows]
+    assert [label for label in labels if label.startswith("floor: untrained")] == [
+        "floor: untrained init=ones",
+        "floor: untrained init=stats",
     ]
 
 
