@@ -20,12 +20,14 @@ STUDY = $(if $(DATA_ROOT),DATA_ROOT=$(DATA_ROOT) )$(PY) -m studies run --preset 
 	$(if $(CELLS),--cells '$(CELLS)') $(if $(GPUS),--gpus '$(GPUS)')
 ANALYSE = $(PY) -m analysis --preset $(PRESET) --results $(RESULTS)
 # Run a study, then render its tables and figures (also after failed runs: the finished ones
-# are shown; not after a bad spec, exit code 2). The recipe keeps the runner's exit code.
+# are shown; not after a bad spec, exit code 2). The recipe ends with the runner's exit code
+# (make reports it as "Error 1" or "Error 2"), or with the analysis's when every run finished.
 # With OVERRIDES="task=fundus" the records are those of the study asked of the fundus task.
 define run_and_render
 	$(STUDY) $(1) $(OVERRIDES); status=$$?; \
 	if [ $$status -ne 2 ]; then \
-		$(ANALYSE) $(1) $(if $(findstring task=fundus,$(OVERRIDES)),--task fundus) || exit $$?; \
+		$(ANALYSE) $(1) $(if $(findstring task=fundus,$(OVERRIDES)),--task fundus); \
+		rendered=$$?; if [ $$status -eq 0 ]; then status=$$rendered; fi; \
 	fi; exit $$status
 endef
 

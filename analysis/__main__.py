@@ -5,7 +5,8 @@ renders the paper's Fig. 1 from the embedded data (``--real DIR`` adds a face im
 ``--all`` renders every study and preset that has records (``make figures``); ``--readme
 README.md`` then regenerates the README's results block from the rendered files. A question asked
 of the fundus task (``python -m studies run init task=fundus``) is the study ``init-fundus``.
-Exit codes: 0 done, 2 bad arguments or a study without complete runs.
+Exit codes: 0 done, 2 bad arguments or a study without complete runs (a named study is checked
+before anything is written).
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.report import LAYOUT, Report, readme_text, render, render_layout, update_readme
-from studies.spec import PRESETS, list_studies, load_spec, task_study
+from analysis.report import (
+    LAYOUT,
+    Report,
+    complete_frame,
+    readme_text,
+    render,
+    render_layout,
+    update_readme,
+)
+from studies.spec import PRESETS, SpecError, list_studies, load_spec, task_study
 from studies.store import DEFAULT_ROOT, Store
 from tvconv.console import exit_with
 
@@ -79,24 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.studies and not args.all and args.readme is None:
         parser.error("name a STUDY (or layout), or pass --all or --readme")
-    named = [task_study(s, args.task) for s in args.studies] if args.task else args.studies
-    unknown = [s for s in named if s not in {*study_names(), LAYOUT}]
-    if unknown:
-        known = ", ".join([*list_studies(), LAYOUT])
-        parser.error(
-            f"unknown study {', '.join(unknown)}; expected any of: {known} "
-            "(or <study>-fundus for a question asked of the fundus task)"
-        )
-    if args.readme is not None:  # a README that cannot take the results fails before any render
-        try:
-            readme_text(args.readme)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    if args.real is not None and not args.real.is_dir():
-        parser.error(f"--real {args.real}: not a folder (expected <identity>/<image> files)")
+    if args.results.exists() and not args.results.is_dir():
+        parser.error(f"--results {args.results}: not a folder (expected the results root)")
+    try:
+        targets = _checked_targets(parser, args)
+    except (SpecError, ValueError) as error:  # nothing is rendered or written
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     status = 0
-    for study, preset in _targets(args):
+    for study, preset in targets:
         try:
             if study == LAYOUT:
                 report = render_layout(args.results, args.real, args.image_size)
@@ -115,6 +115,48 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{args.readme}: results block {'updated' if changed else 'unchanged'}")
     return status
+
+
+def _checked_targets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list:
+    """The (study, preset) pairs to render, every named one checked first (a study without
+    complete runs, an unknown task, a README without its markers): a mistake in the second
+    study named must not leave the first one's files rewritten. ``--all`` renders what has
+    complete runs and names what has none."""
+    names = study_names()  # a spec that does not load is reported here, before any render
+    if args.task:
+        tasks = {task for study in list_studies() for task in load_spec(study).tasks}
+        if args.task not in tasks:
+            parser.error(
+                f"unknown task {args.task}; expected one a study's spec asks of: "
+                f"{', '.join(sorted(tasks)) or 'none'}"
+            )
+    named = [task_study(s, args.task) for s in args.studies] if args.task else args.studies
+    unknown = [s for s in named if s not in {*names, LAYOUT}]
+    if unknown:
+        known = ", ".join([*list_studies(), LAYOUT])
+        parser.error(
+            f"unknown study {', '.join(unknown)}; expected any of: {known} "
+            "(or <study>-fundus for a question asked of the fundus task)"
+        )
+    if args.readme is not None:  # a README that cannot take the results fails before any render
+        readme_text(args.readme)
+    if args.real is not None and not args.real.is_dir():
+        parser.error(f"--real {args.real}: not a folder (expected <identity>/<image> files)")
+    targets = _targets(args)
+    if args.all:
+        if not targets and args.readme is None:
+            raise ValueError(f"no study has records under {args.results}: nothing to render")
+        return targets
+    problems = []
+    for study, preset in targets:
+        if study != LAYOUT:
+            try:
+                complete_frame(study, preset, args.results)
+            except ValueError as error:
+                problems.append(str(error))
+    if problems:
+        raise ValueError("\nerror: ".join(problems))
+    return targets
 
 
 if __name__ == "__main__":

@@ -616,6 +616,9 @@ def _throughput_panel(
     if deploy.empty:
         _empty(ax, "no deployed-form runs")
         return
+    if not any(_throughput(row, threads)[0] for row in deploy.to_dict("records")):
+        _empty(ax, f"no deployed-form runs timed at {threads} thread{'s' if threads > 1 else ''}")
+        return
     markers = _model_markers(deploy)
     for row in deploy.to_dict("records"):
         batches, throughput = _throughput(row, threads)
@@ -632,7 +635,8 @@ def _throughput_panel(
         )
     _batch_axis(ax)
     ax.set_title(f"deployed form, inference, {threads} thread{'s' if threads > 1 else ''}")
-    if threads == 2:
+    timed_at_two = any(_throughput(row, 2)[0] for row in deploy.to_dict("records"))
+    if threads == 2 or not timed_at_two:  # the legend goes to the right, once
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
@@ -640,7 +644,13 @@ def _training_panel(ax: plt.Axes, train: pd.DataFrame, precision: list[str]) -> 
     if train.empty:
         _empty(ax, "no training-form runs")
         return
-    for row in train.to_dict("records"):
+    timed = [
+        row for row in train.to_dict("records") if _throughput(row, 1)[0] or _throughput(row, 2)[0]
+    ]
+    if not timed:
+        _empty(ax, "no training-form runs timed at 1 or 2 threads")
+        return
+    for row in timed:
         for threads, linestyle in ((1, "-"), (2, "--")):
             batches, throughput = _throughput(row, threads)
             if batches:

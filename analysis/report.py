@@ -258,13 +258,7 @@ def render(
 ) -> Report:
     """Tables and figures of one study's records; raises ValueError when it has no complete run."""
     root = Path(root)
-    frame = load_study(study, preset, root)
-    if complete_runs(frame.runs).empty:
-        where = Store(root, study, preset).runs_dir
-        raise ValueError(
-            f"no complete runs of {study}/{preset} in {where}; run `python -m studies run "
-            f"{_run_command(study)} --preset {preset}` first"
-        )
+    frame = complete_frame(study, preset, root)
     folder = root / study / preset
     task = frame.runs["task"].iloc[0] if "task" in frame.runs else None
     is_profile = task == "profile" or "profile.model" in frame.runs
@@ -289,6 +283,30 @@ def render(
     if wandb:
         log_to_wandb(report, numbers, root, found, headline)
     return report
+
+
+def complete_frame(study: str, preset: str, root: str | Path) -> StudyFrame:
+    """The study's records, or a ValueError saying what is there instead of a complete run (no
+    records; only failed or stale ones) and the command that makes one."""
+    frame = load_study(study, preset, Path(root))
+    if not complete_runs(frame.runs).empty:
+        return frame
+    where = Store(Path(root), study, preset).runs_dir
+    command = f"python -m studies run {_run_command(study)} --preset {preset}"
+    if frame.runs.empty:
+        raise ValueError(f"no complete runs of {study}/{preset} in {where}; run `{command}` first")
+    counts = frame.runs["status"].value_counts()
+    found = ", ".join(f"{count} {status}" for status, count in counts.items())
+    how = []
+    if "failed" in counts:
+        how.append(f"`{command} --retry-failed` re-runs the failed ones")
+    if "stale" in counts:
+        how.append(f"`{command}` re-runs the stale ones (an older RESULTS_VERSION)")
+    raise ValueError(
+        f"no complete runs of {study}/{preset} in {where}: {found}; "
+        + "; ".join(how or [f"run `{command}`"])
+        + (f" (why: {frame.problems()[0]})" if frame.problems() else "")
+    )
 
 
 def _run_command(study: str) -> str:
@@ -391,6 +409,15 @@ README_STUDIES = (  # study, table files, figures (besides <study>.png), heading
 )
 
 
+def rendered_studies(root: Path, preset: str) -> list[str]:
+    """The README's studies whose tables are rendered under ``root`` for ``preset``."""
+    return [
+        study
+        for study, table_names, _figures, _heading in README_STUDIES
+        if all((Path(root) / study / preset / "tables" / f"{n}.md").exists() for n in table_names)
+    ]
+
+
 def readme_section(root: Path, preset: str = "quick") -> str:
     """The README's results block: per study its figures and tables as rendered under ``root``
     (studies without rendered tables are skipped), then Fig. 1."""
@@ -401,10 +428,10 @@ def readme_section(root: Path, preset: str = "quick") -> str:
         parts.append(f"### Verdicts at a glance ({preset} preset)\n")
         parts.append(glance.markdown())
     for study, table_names, extra_figures, heading in README_STUDIES:
+        if study not in rendered_studies(root, preset):
+            continue
         folder = root / study / preset
         tables = [folder / "tables" / f"{name}.md" for name in table_names]
-        if not all(path.exists() for path in tables):
-            continue
         verdict_file = folder / "tables" / f"{study}_verdicts.md"
         tables += [verdict_file] if verdict_file.exists() else []
         parts.append(f"### {heading} (`{study}`, {preset} preset)\n")
@@ -509,6 +536,12 @@ def readme_text(readme: Path) -> str:
 def update_readme(readme: Path, root: Path, preset: str = "quick") -> bool:
     """Replace the block between the results markers of ``readme``; True when it changed."""
     text = readme_text(readme)
+    if not rendered_studies(root, preset):
+        raise ValueError(
+            f"no rendered results of the {preset} preset under {root} (no "
+            f"<study>/{preset}/tables/); run `python -m analysis --all --results {root}` first; "
+            f"{readme} is left as it was"
+        )
     head, rest = text.split(README_BEGIN, 1)
     _old, tail = rest.split(README_END, 1)
     new = head + readme_section(root, preset).rstrip("\n") + tail

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.frame import cell_order, complete_runs, load_study
+from analysis.frame import cell_order, complete_runs, load_study, varying_columns
 from analysis.stats import paired_differences, sd_interval, summarise
 from analysis.tables import number
 from studies.spec import PRESETS
@@ -102,10 +102,27 @@ def paired_steps(runs: pd.DataFrame, metric: str, key: str) -> list[dict]:
     """For each two neighbouring values of ``key`` (sorted) among runs that agree on every other
     config column: the per-seed differences (larger value - smaller) and their statistics. Along
     ``model.atom``: ``atom_steps``."""
-    if key not in runs:
-        raise ValueError(f"--pair {key!r} is not a config key of these runs")
-    if key == ATOM:
-        return atom_steps(runs, metric)
+    varying = varying_columns(runs)
+    choices = ", ".join(varying) or "none: every run has the same config"
+    if key not in runs or "." not in key:
+        raise ValueError(f"--pair {key!r} is not a config key of these runs (varying: {choices})")
+    if key not in varying:
+        raise ValueError(
+            f"--pair {key}: every run has {key}={runs[key].iloc[0]}, nothing to pair along; "
+            f"the keys that vary: {choices}"
+        )
+    steps = atom_steps(runs, metric) if key == ATOM else _key_steps(runs, metric, key)
+    if not steps:
+        unpaired = (
+            "no TVConv run has a depthwise run of its seed and settings"
+            if key == ATOM
+            else f"no two runs of one seed differ only in {key}"
+        )
+        raise ValueError(f"--pair {key}: {unpaired}: nothing to pair")
+    return steps
+
+
+def _key_steps(runs: pd.DataFrame, metric: str, key: str) -> list[dict]:
     others = [c for c in runs.columns if "." in c and c != key]
     steps = []
     for _rest, group in runs.groupby(others, dropna=False, sort=False):

@@ -63,6 +63,55 @@ def test_cli_errors(tmp_path, capsys):
         main(["layout", "--real", str(tmp_path / "missing")])
 
 
+def test_every_named_study_is_checked_before_any_is_written(aug_store, capsys):
+    """``aug init``: init has no runs, so nothing is written, aug's tables included."""
+    argv = ["aug", "init", "--results", str(aug_store.root), "--no-wandb", "--quiet"]
+    assert main(argv) == 2
+    assert "no complete runs of init/quick" in capsys.readouterr().err
+    assert not (aug_store.root / "aug" / "quick" / "tables").exists()
+
+
+def test_a_study_with_only_failed_runs_says_so_and_how_to_re_run_them(aug_store, capsys):
+    failed = face_record("init", "atom=dw", 0, 0.0, status="failed", **{"model.atom": "dw"})
+    Store(aug_store.root, "init", "quick").write(failed)
+    assert main(["init", "--results", str(aug_store.root), "--no-wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "no complete runs of init/quick" in err and ": 1 failed;" in err
+    assert "python -m studies run init --preset quick --retry-failed" in err
+    assert "RuntimeError: boom" in err  # why it failed
+
+
+def test_nothing_to_render_is_an_error_not_a_silent_success(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert main(["--all", "--results", str(missing), "--no-wandb"]) == 2
+    assert f"no study has records under {missing}" in capsys.readouterr().err
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as error:
+        main(["aug", "--results", str(a_file)])
+    assert error.value.code == 2
+    assert "not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        main(["init", "--task", "bogus", "--results", str(tmp_path)])
+    assert error.value.code == 2
+    assert "unknown task bogus; expected one a study's spec asks of: fundus" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_spec_that_does_not_load_is_reported_in_one_line(tmp_path, capsys, monkeypatch):
+    from studies import spec
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for path in spec.SPEC_DIR.glob("*.yaml"):
+        (specs / path.name).write_text(path.read_text())
+    (specs / "broken.yaml").write_text("name: [unclosed\n")
+    monkeypatch.setattr(spec, "SPEC_DIR", specs)
+    assert main(["init", "--results", str(tmp_path), "--no-wandb"]) == 2
+    assert "broken.yaml: YAML syntax error" in capsys.readouterr().err
+
+
 def test_failed_runs_are_reported_in_problems_file(aug_store):
     from tests.analysis.conftest import face_record
 
@@ -151,6 +200,11 @@ def test_readme_results_block_is_regenerated_from_the_rendered_files(aug_store, 
     readme.write_text(f"{README_END}\n{README_BEGIN}\n")  # in the wrong order
     assert main(["--results", root, "--readme", str(readme)]) == 2
     assert "has no results block" in capsys.readouterr().err
+    readme.write_text(f"{README_BEGIN}\nkept\n{README_END}\n")
+    empty = str(tmp_path / "no_results")  # a mistyped --results must not empty the block
+    assert main(["--results", empty, "--readme", str(readme)]) == 2
+    assert "no rendered results of the quick preset" in capsys.readouterr().err
+    assert readme.read_text() == f"{README_BEGIN}\nkept\n{README_END}\n"
 
 
 def test_a_readme_that_cannot_take_the_results_fails_before_any_table_is_rendered(

@@ -308,6 +308,26 @@ def test_profile_figure(tmp_path, captured):
     } <= labels
 
 
+def test_profile_figure_of_runs_timed_at_one_thread_only(tmp_path, monkeypatch):
+    """The smoke preset times one thread: the 2-thread panel says so instead of failing on an
+    empty log axis, and the other panels are drawn."""
+    records = profile_records()
+    for record in records:
+        record["latency"] = [r for r in record["latency"] if r["threads"] == 1]
+        record["metrics"] = {k: v for k, v in record["metrics"].items() if "_t2" not in k}
+    texts = []
+
+    def save(fig, stem):
+        fig.canvas.draw()  # what tight_layout and savefig do: an empty log axis raised here
+        texts.extend(text.get_text() for ax in fig.axes for text in ax.texts)
+        return []
+
+    monkeypatch.setattr(figures, "save", save)
+    figures.profile_figure(load_records(records), tmp_path / "profile")
+    assert "no deployed-form runs timed at 2 threads" in texts
+    assert not any(text.startswith("no training-form") for text in texts)
+
+
 def precision_records():
     """dw and TVConv deployed on the CPU in float32 (records without the device and dtype
     fields, as written before they existed) and on CUDA in bfloat16, where TVConv costs 3x."""

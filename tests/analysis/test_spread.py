@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import pytest
 
 from analysis import spread
@@ -52,6 +53,23 @@ def test_paired_steps_pair_by_seed_within_one_configuration():
     assert by_step["optim.epochs: 2 -> 4"]["differences"] == pytest.approx([90.0 - 71.0])
     with pytest.raises(ValueError, match="not a config key"):
         spread.paired_steps(runs, "mean_acc_pct", "optim.nothing")
+
+
+def test_a_key_that_does_not_vary_or_pairs_nothing_is_refused_with_the_keys_that_vary():
+    runs = complete_runs(load_records(records()))
+    with pytest.raises(
+        ValueError, match=r"not a config key .*\(varying: model.atom, optim.epochs\)"
+    ):
+        spread.paired_steps(runs, "mean_acc_pct", "seed")  # a column, not a config key
+    with pytest.raises(ValueError, match=r"every run has optim\.lr=0\.1, nothing to pair along"):
+        spread.paired_steps(runs, "mean_acc_pct", "optim.lr")
+    dw_only = runs[runs["model.atom"] == "dw"]
+    with pytest.raises(ValueError, match=r"every run has model\.atom=dw"):
+        spread.paired_steps(dw_only, "mean_acc_pct", "model.atom")
+    apart = runs[(runs["seed"] == 0) & (runs["optim.epochs"] == 1)]  # epochs 1: seed 0 only,
+    apart = pd.concat([apart, runs[(runs["seed"] == 1) & (runs["optim.epochs"] == 2)]])  # 2: 1
+    with pytest.raises(ValueError, match=r"no two runs of one seed differ only in optim\.epochs"):
+        spread.paired_steps(apart, "mean_acc_pct", "optim.epochs")
 
 
 def test_pairing_along_the_atom_finds_the_depthwise_partner_of_every_tvconv_cell():

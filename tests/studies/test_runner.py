@@ -489,6 +489,36 @@ def test_make_passes_seeds_to_the_runner_as_one_argument(seeds):
     assert f"--seeds '{seeds}'" in dry.stdout
 
 
+@pytest.mark.parametrize(
+    ("runner", "analysis", "recipe"),
+    [(0, 0, None), (1, 0, 1), (1, 2, 1), (0, 2, 2), (2, 0, 2)],
+)
+def test_make_ends_with_the_runners_exit_code_or_the_analysis_when_every_run_finished(
+    tmp_path, runner, analysis, recipe
+):
+    """Some runs failed (1) stays 1 when the analysis then finds no complete run (2); a bad spec
+    (2) skips the analysis; the analysis's own failure shows after a clean run."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        f'#!/bin/sh\necho "$2" >> {tmp_path}/calls\n'
+        f'[ "$2" = studies ] && exit {runner}\nexit {analysis}\n'
+    )
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["make", "-o", "setup", "ablation-init", f"PY={fake}", f"RESULTS={tmp_path / 'r'}"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    calls = (tmp_path / "calls").read_text().split()
+    assert calls == (["studies"] if runner == 2 else ["studies", "analysis"])
+    if recipe is None:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode != 0 and f"Error {recipe}" in done.stderr
+
+
 def test_a_closed_pipe_ends_the_listing_quietly():
     completed = subprocess.run(
         f"{sys.executable} -m studies run aug --seeds 0-299 --dry-run | head -1",
