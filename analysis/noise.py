@@ -172,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.draws < 2:
         print(f"error: --draws must be >= 2, got {args.draws}", file=sys.stderr)
         return 2
+    if args.plus.strip() == args.minus.strip():
+        print(
+            f"error: --plus and --minus name the same cell ({args.plus!r}): their difference is "
+            "0 on every draw; name two cells of the study",
+            file=sys.stderr,
+        )
+        return 2
     try:
         load_spec(args.study)
         store = Store(args.results, args.study, args.preset)

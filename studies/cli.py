@@ -18,6 +18,7 @@ from studies.spec import PRESETS, SpecError, list_studies, load_spec, parse_seed
 from studies.store import DEFAULT_ROOT, Store
 from studies.tracking import sync_offline_runs
 from studies.views import save_views
+from tvconv.config import refuse_repeated_keys
 
 
 def _overrides(assignments: list[str]) -> dict:
@@ -27,6 +28,10 @@ def _overrides(assignments: list[str]) -> dict:
         if not sep or not key:
             raise SpecError(f"override {assignment!r} is not of the form key=value")
         parsed[key] = value
+    try:
+        refuse_repeated_keys(assignments)
+    except ValueError as error:
+        raise SpecError(f"command line: {error}") from error
     return parsed
 
 

@@ -2,9 +2,10 @@
 
 A view shows the study's training runs (filtered on the flat config keys ``study``, ``preset``
 and ``task`` that ``studies.tracking`` writes), grouped by ``cell`` so that each cell's seeds form
-one group, TVConv and depthwise side by side: bar charts of the mean accuracy and of every
-benchmark (mean over seeds, the spread as std), the training curves (``train/loss`` against
-``step``, ``epoch/train_acc_pct`` against ``epoch``) and the cost (MACs, deployed parameters).
+one group, TVConv and depthwise side by side (the view's name says what its cells compare): bar
+charts of the mean accuracy and of every benchmark (mean over seeds, the spread as std), the
+training curves (``train/loss`` against ``step``, ``epoch/train_acc_pct`` against ``epoch``) and
+the cost (MACs, deployed parameters).
 The suite's own statistic, the paired difference, is in the study's summary run
 (``summary-<study>-<preset>``, its ``cells`` table).
 
@@ -25,8 +26,29 @@ BENCHMARK_METRICS = {  # the embedded data's; a real-data preset's follow the sa
 }
 
 
-def study_view(study: str, preset: str, task: str, entity: str):
-    """The saved view of one study and preset (a ``wandb_workspaces`` Workspace)."""
+ATOM_NAMES = {"tvconv": "TVConv", "dw": "depthwise", "aspp": "ASPP"}
+
+
+def comparison_title(atoms: set[str]) -> str:
+    """What a view compares, from the atoms its cells train: ``TVConv vs depthwise``, or
+    ``depthwise runs`` for a study of one atom (the testbed's depthwise-only check)."""
+    others = [ATOM_NAMES.get(atom, atom) for atom in sorted(atoms - {"tvconv"})]
+    if "tvconv" in atoms and others:
+        return f"TVConv vs {' and '.join(others)}"
+    return f"{' and '.join(ATOM_NAMES.get(atom, atom) for atom in sorted(atoms))} runs"
+
+
+def spec_atoms(spec, preset: str) -> set[str]:
+    """The atoms a preset's cells set (or the spec's base); a cell that sets none counts as
+    both TVConv and depthwise, the comparison every face study makes."""
+    base = spec.base.get("model.atom")
+    atoms = {cell.get("model.atom", base) for cell in spec.cells(preset)}
+    return {atom for atom in atoms if atom} | ({"tvconv", "dw"} if None in atoms else set())
+
+
+def study_view(study: str, preset: str, task: str, entity: str, title: str = "TVConv vs depthwise"):
+    """The saved view of one study and preset (a ``wandb_workspaces`` Workspace); ``title``
+    says what its cells compare."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
     from wandb_workspaces import expr
@@ -53,9 +75,9 @@ def study_view(study: str, preset: str, task: str, entity: str):
     return ws.Workspace(
         entity=entity,
         project=PROJECT,
-        name=f"{group_name(study, preset)}: TVConv vs depthwise",
+        name=f"{group_name(study, preset)}: {title}",
         sections=[
-            ws.Section(name="TVConv vs depthwise, per cell", panels=comparison, is_open=True),
+            ws.Section(name=f"{title}, per cell", panels=comparison, is_open=True),
             ws.Section(name="Training", panels=training, is_open=True),
             ws.Section(name="Cost", panels=cost, is_open=False),
         ],
@@ -79,7 +101,8 @@ def study_views(entity: str, preset: str) -> list:
         spec = load_spec(name)
         if spec.task not in HEADLINES or preset not in spec.presets:
             continue
-        views.append(study_view(name, preset, spec.task, entity))
+        title = comparison_title(spec_atoms(spec, preset))
+        views.append(study_view(name, preset, spec.task, entity, title))
     return views
 
 

@@ -34,7 +34,14 @@ from torch import nn
 from tqdm import tqdm
 
 from tvconv import affinity
-from tvconv.config import check_runtime, fail, override, result_hash, to_dict
+from tvconv.config import (
+    check_runtime,
+    fail,
+    override,
+    refuse_repeated_keys,
+    result_hash,
+    to_dict,
+)
 from tvconv.console import output_problem
 from tvconv.data.datasets import to_model_input
 from tvconv.data.synthetic import stream
@@ -476,6 +483,7 @@ def run_cli(
     parser.add_argument("--out", type=Path, help="write the run record (JSON) here")
     args = parser.parse_args(argv)
     try:
+        refuse_repeated_keys(args.overrides)
         config = presets[args.preset]()
         for assignment in args.overrides:
             config = override(config, assignment)

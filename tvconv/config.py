@@ -92,7 +92,11 @@ def _convert(text: str, annotation: object, key: str) -> object:
         return _convert(text, inner, key)
     if origin is tuple:
         items = [item for item in text.split(",") if item.strip()]
-        return tuple(_convert(item.strip(), args[0], key) for item in items)
+        try:
+            return tuple(_convert(item.strip(), args[0], key) for item in items)
+        except ValueError:
+            example = {float: "0.5,0.75", int: "1,2"}.get(args[0], "a,b")
+            fail(key, text, f"{args[0].__name__} values separated by commas, e.g. {example}")
     if annotation is bool:
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             fail(key, text, "true or false")
@@ -102,6 +106,15 @@ def _convert(text: str, annotation: object, key: str) -> object:
     except ValueError:
         fail(key, text, f"a value of type {annotation.__name__}")
     raise AssertionError("unreachable")
+
+
+def refuse_repeated_keys(assignments: list[str]) -> None:
+    """A ValueError naming the keys given more than once among ``key=value`` assignments: the
+    last would win without a word, so a typo'd second value would pass unseen."""
+    keys = [a.partition("=")[0].strip() for a in assignments if "=" in a]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} given more than once: give each key once")
 
 
 def override(config: object, assignment: str, prefix: str = "") -> object:

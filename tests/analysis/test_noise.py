@@ -91,6 +91,7 @@ def test_cli_splits_the_spread_of_different_models(tmp_path, capsys):
         (["--plus", "atom=tvconv", "--minus", CELLS[0]], "no complete run of cell 'atom=tvconv'"),
         (["--plus", CELLS[1], "--minus", CELLS[0], "--draws", "1"], "--draws must be >= 2"),
         (["--plus", CELLS[1], "--minus", CELLS[0], "--preset", "smoke"], "no complete run"),
+        (["--plus", CELLS[0], "--minus", CELLS[0]], "name the same cell"),
     ],
 )
 def test_cli_refuses_bad_input(tmp_path, capsys, argv, message):

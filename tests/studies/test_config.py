@@ -73,6 +73,11 @@ def test_keys_are_relative_to_the_task():
             r"model.widht=2: unknown key 'widht'; expected one of affinity_channels, inter_",
         ),
         ("optim.epochs", "many", r"optim.epochs='many': .* expected a value of type int"),
+        (
+            "optim.milestones",
+            "[100]",
+            r"optim.milestones='\[100\]': .* float values separated by commas, e.g. 0.5,0.75",
+        ),
         ("model.name", "resnet50", r"model.name='resnet50' is invalid: expected one of mobilenet"),
         ("model.init", "random", r"model.init='random' is invalid: expected one of coords"),
         ("data.augment", "blur", r"unknown augmentation 'blur'"),

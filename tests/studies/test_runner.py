@@ -155,6 +155,10 @@ def cli(*args, cwd=None):
         (["run", "init", "--preset", "smoke", "optim.epochs=two"], "expected a value of type int"),
         (["run", "init", "--preset", "smoke", "model.init=random"], "model.init='random'"),
         (["run", "init", "--preset", "smoke", "epochs"], "not of the form key=value"),
+        (
+            ["run", "init", "--preset", "smoke", "optim.epochs=2", "optim.epochs=3"],
+            "optim.epochs given more than once",
+        ),
         (["run", "init", "--preset", "smoke", "--jobs", "0"], "--jobs=0 is invalid"),
         (
             [

@@ -141,4 +141,6 @@ def test_a_saved_view_per_study_groups_its_runs_by_cell(capsys):
     assert main(["views", "--entity", "team", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would save aug/quick: TVConv vs depthwise" in out and "profile/" not in out
+    assert "would save convergence/quick: depthwise runs" in out  # the depthwise-only check
+    assert "would save seg/quick: TVConv vs ASPP and depthwise" in out
     assert main(["views", "--dry-run"]) == 2  # no entity

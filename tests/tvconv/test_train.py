@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from tvconv._engine import lr_at, milestone_epochs
-from tvconv.config import override
+from tvconv.config import override, refuse_repeated_keys
 from tvconv.data.datasets import VerificationBenchmark
 from tvconv.data.synthetic import SyntheticFacesConfig, make_face_train_set
 from tvconv.train import (
@@ -25,6 +25,7 @@ from tvconv.train import (
     load_data,
     smoke_config,
 )
+from tvconv.train import main as train_main
 
 BENCHMARK_NAMES = ("clean", "pose", "illumination", "age")
 
@@ -69,6 +70,16 @@ def test_override_parses_typed_nested_values():
 def test_bad_overrides_name_key_value_and_expectation(assignment, message):
     with pytest.raises(ValueError, match=message):
         override(smoke_config(), assignment)
+
+
+def test_a_key_given_twice_is_refused_not_left_to_the_last_value(capsys):
+    refuse_repeated_keys(["optim.lr=0.1", "optim.epochs=2"])
+    with pytest.raises(ValueError, match=r"optim\.epochs, optim\.lr given more than once"):
+        refuse_repeated_keys(["optim.lr=0.1", "optim.epochs=2", " optim.epochs=3", "optim.lr=1"])
+    with pytest.raises(SystemExit) as error:
+        train_main(["--preset", "smoke", "optim.epochs=2", "optim.epochs=3"])
+    assert error.value.code == 2
+    assert "optim.epochs given more than once" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
