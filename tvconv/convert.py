@@ -113,13 +113,21 @@ class BiasedTVConv(nn.Module):
 
 def probe_shape(input_size: int | tuple[int, ...]) -> tuple[int, int, int]:
     """(C, H, W) of one probe image from an int (square, RGB), (H, W) or (C, H, W)."""
-    size = (input_size,) if isinstance(input_size, int) else tuple(input_size)
+    problem = ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size!r}")
+    if isinstance(input_size, int):
+        size = (input_size,)
+    elif isinstance(input_size, (tuple, list, torch.Size)):
+        size = tuple(input_size)
+    else:
+        raise problem
     if len(size) == 1:
         size = (3, size[0], size[0])
     elif len(size) == 2:
         size = (3, *size)
-    if len(size) != 3 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size!r}")
+    if len(size) != 3 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size
+    ):
+        raise problem
     return size
 
 
@@ -200,6 +208,8 @@ def select_sites(
 ) -> list[DepthwiseSite]:
     """Sites chosen by "all", "none", "first:K", "last:K", an index, a list of indices, or a
     string of indices and ranges such as "0,3-5"."""
+    if not isinstance(select, str):  # a bool, a float, None are not site indices
+        check_select(select)
     count = len(sites)
     if isinstance(select, str) and select and set(select) <= set("0123456789,-"):
         select = _parse_indices(select)
@@ -241,9 +251,9 @@ def check_select(select: object) -> None:
         if select and set(select) <= set("0123456789,-"):
             _parse_indices(select)
             return
-    elif isinstance(select, (int, list, tuple)) and all(
+    elif isinstance(select, (int, list, tuple, range)) and all(
         isinstance(i, int) and not isinstance(i, bool) and i >= 0
-        for i in (select if isinstance(select, (list, tuple)) else [select])
+        for i in (select if isinstance(select, (list, tuple, range)) else [select])
     ):
         return
     raise ValueError(f"select={select!r} is invalid: expected {SELECT_FORMS}")
@@ -307,6 +317,7 @@ def replace_depthwise(
         ).to(device=conv.weight.device, dtype=conv.weight.dtype)
         if conv.bias is not None:
             layer = BiasedTVConv(layer, conv.bias)
+        layer.train(conv.training)  # a model in eval mode stays in eval mode
         for name in _references(model, conv):  # a module shared by several parents: all of them
             _set_submodule(model, name, layer)
     return model, [*chosen, *skipped]

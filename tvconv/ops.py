@@ -58,6 +58,11 @@ class TVConvOptions:
                 raise ValueError(
                     f"{prefix}{name}={value!r} is invalid: expected an int >= {minimum}"
                 )
+        for name in ("bias", "generator"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"{prefix}{name}={getattr(self, name)!r} is invalid: expected True or False"
+                )
         if self.norm not in NORMS:
             raise ValueError(
                 f"{prefix}norm={self.norm!r} is invalid: expected one of {', '.join(NORMS)}"
@@ -261,13 +266,18 @@ def translation_variant_conv(
         return reference_translation_variant_conv(x, weight, bias, stride)
 
 
+def _is_int(value: object) -> bool:
+    """An int that is not a bool (``True == 1``, but ``channels=True`` is a mistake)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_layer_args(channels: int, h: int, w: int, kernel_size: int, stride: int) -> None:
     for name, value in (("channels", channels), ("h", h), ("w", w)):
-        if not isinstance(value, int) or value < 1:
+        if not _is_int(value) or value < 1:
             raise ValueError(f"TVConv {name} must be a positive int, got {value!r}")
-    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    if not _is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"TVConv kernel_size must be a positive odd int, got {kernel_size!r}")
-    if stride not in (1, 2):
+    if not _is_int(stride) or stride not in (1, 2):
         raise ValueError(f"TVConv stride must be 1 or 2, got {stride!r}")
 
 

@@ -108,6 +108,10 @@ def test_replaced_foreign_model_trains_and_deploys_equal():
         ("1-", r"expected indices and ranges such as '0,3-5'"),
         ("0-5", r"invalid: \[3, 4, 5\]"),
         ("2-1", r"the range 2-1 is reversed \(it would select no site\); write 1-2"),
+        (True, r"select=True is invalid: expected 'all', 'none'"),  # not site 1
+        ([0, True], r"select=\[0, True\] is invalid"),
+        (1.0, r"select=1.0 is invalid"),
+        (None, r"select=None is invalid"),
     ],
 )
 def test_bad_selection_is_refused(select, message):
@@ -118,8 +122,25 @@ def test_bad_selection_is_refused(select, message):
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match=r"takes \['stride'\] from each replaced conv"):
         replace_depthwise(ForeignNet(), (1, 20, 20), stride=2)
-    with pytest.raises(ValueError, match=r"input_size must be an int, \(H, W\) or \(C, H, W\)"):
-        find_depthwise_sites(ForeignNet(), (1, 2, 20, 20))
+    for input_size in ((1, 2, 20, 20), 20.0, True, (20, 20.0)):
+        with pytest.raises(ValueError, match=r"input_size must be an int, \(H, W\) or \(C, H, W"):
+            find_depthwise_sites(ForeignNet(), input_size)
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln"])
+def test_surgery_on_a_model_in_eval_mode_keeps_it_in_eval_mode(norm):
+    """The new layers take the replaced conv's mode: a generator with batch norm in training
+    mode would normalise with the batch's statistics (and update its running ones), so the
+    'eval' model's output would change on deploy."""
+    model = ForeignNet().eval()
+    with pytest.warns(UserWarning):
+        replace_depthwise(model, (1, 20, 20), norm=norm, inter_channels=4, inter_layers=1)
+    assert not any(module.training for module in model.modules())
+    x = torch.randn(2, 1, 20, 20)
+    with torch.no_grad():
+        before = model(x)
+        deploy(model)
+        torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
 
 
 def test_probe_restores_training_mode():

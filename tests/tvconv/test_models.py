@@ -176,6 +176,9 @@ def test_dropout_option_reaches_the_head():
         ({"input_size": (48, 48, 3)}, r"input_size must be an int or \(H, W\)"),
         ({"dropout": 1.5}, r"dropout must be in \[0, 1\), got 1.5"),
         ({"atom": "tvconv", "select": "first:18"}, "0 <= K <= 17"),
+        ({"embedding_size": 0}, "embedding_size must be a positive int, got 0"),
+        ({"embedding_size": -1}, "embedding_size must be a positive int, got -1"),
+        ({"embedding_size": True}, "embedding_size must be a positive int, got True"),
     ],
 )
 def test_create_refuses_bad_arguments(kwargs, message):

@@ -233,6 +233,11 @@ def test_wrong_input_shape_names_expected_and_received():
         ),
         ({"generator": False, "init": "zeros"}, "expected init='ones' (the default) or generator"),
         ({"channels": 0}, "channels must be a positive int, got 0"),
+        ({"channels": True}, "channels must be a positive int, got True"),
+        ({"stride": 2.0}, "stride must be 1 or 2, got 2.0"),
+        ({"stride": True}, "stride must be 1 or 2, got True"),
+        ({"bias": "yes"}, "bias='yes' is invalid: expected True or False"),
+        ({"generator": "no"}, "generator='no' is invalid: expected True or False"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):

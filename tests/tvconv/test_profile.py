@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import tvconv
 from tvconv import TVConv, TVConvDeploy, deploy, profile
 from tvconv.models import create, list_models
 from tvconv.profile import (
@@ -415,6 +416,43 @@ def test_counters_agree_on_same_padding_and_name_the_layers_they_disagree_on(mon
         checked = profile.cross_check_macs(net, 16)
     assert not checked["agree"]
     assert checked["disagreements"] == ["layer 1 (Conv2d): analytic 18,432 MACs, fvcore 18,433"]
+
+
+class BiasedDepthwiseNet(nn.Module):
+    """Two biased depthwise convs (8 channels at 8x8): surgery keeps each bias as a
+    ``BiasedTVConv``, which deploys it as a per-position bias (8 x 8 x 8 values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.first = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=True)
+        self.second = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=True)
+
+    def forward(self, x):
+        return self.second(self.first(self.stem(x)))
+
+
+@pytest.mark.parametrize("own_bias", [False, True])
+def test_a_kept_depthwise_bias_is_counted_as_deploy_holds_it(own_bias):
+    model = BiasedDepthwiseNet().eval()
+    replace_kwargs = {"inter_channels": 4, "inter_layers": 1, "bias": own_bias}
+    tvconv.replace_depthwise(model, 8, **replace_kwargs)
+    before_params, before_macs = count_params(model), count_macs(model, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a disagreement between the counters warns
+        assert cross_check_macs(model, 8)["agree"]
+    deploy(model)
+    after_params, after_macs = count_params(model), count_macs(model, 8)
+    deployed = sum(p.numel() for p in model.parameters())
+    stem = 3 * 8 + 8
+    assert deployed == stem + 2 * (8 * 9 * 8 * 8 + 8 * 8 * 8)  # W and one per-position bias
+    assert before_params["deployed_params"] == after_params["deployed_params"] == deployed
+    stem_bias_adds = 8 * 8 * 8
+    assert before_macs["bias_adds"] == after_macs["bias_adds"] == stem_bias_adds + 2 * 8 * 8 * 8
+    assert before_macs["macs"] == after_macs["macs"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cross_check_macs(model, 8)["agree"]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -101,6 +101,9 @@ def create(
         given = sorted(tvconv_kwargs) + ([] if select == "all" else ["select"])
         raise ValueError(f"TVConv options {given} were given for {name} with atom={atom!r}")
     if embedding_size is not None:
+        valid = isinstance(embedding_size, int) and not isinstance(embedding_size, bool)
+        if not valid or embedding_size < 1:
+            raise ValueError(f"embedding_size must be a positive int, got {embedding_size!r}")
         kwargs["embedding_size"] = embedding_size
     accepted = inspect.signature(entry.build).parameters
     unknown = sorted(set(kwargs) - set(accepted) - {"atom"})

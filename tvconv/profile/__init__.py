@@ -5,7 +5,9 @@ Off-the-shelf counters see TVConv's core op (pad, strided slices, ``mul`` and in
 ``addcmul_``) as zero MACs. ``count_macs`` is the ground truth, a formula per layer over the
 layer shapes of one probe forward; ``count_macs_fvcore``, ``count_macs_ptflops`` and
 ``count_macs_flop_counter`` get the same numbers out of each tool, taught what TVConv costs;
-``cross_check_macs`` runs all four and says whether they agree.
+``cross_check_macs`` runs all four and says whether they agree (the analytic count and ptflops
+see modules only: a foreign model's functional ``F.conv2d`` counts zero there, not in the other
+two, so a disagreement shows it).
 
 Convention (all counters, like for like):
 - Units are MACs (multiply-accumulates) per image at inference; FLOPs = 2 x MACs.

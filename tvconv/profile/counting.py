@@ -7,14 +7,14 @@ import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 
 import torch
 from torch import nn
 
 from tvconv import kernels
-from tvconv.convert import probe_input, probe_shape
+from tvconv.convert import BiasedTVConv, probe_input, probe_shape
 from tvconv.ops import TVConv, TVConvDeploy
 
 FORMS = ("train", "deploy")
@@ -153,13 +153,21 @@ def _tvconv_macs(layer: TVConv | TVConvDeploy) -> int:
     return layer.kernel_size * layer.kernel_size * layer.channels * layer.h * layer.w
 
 
-def _tvconv_has_bias(layer: TVConv | TVConvDeploy) -> bool:
-    return layer.has_bias if isinstance(layer, TVConv) else layer.bias is not None
+def _folded_bias_layers(model: nn.Module) -> frozenset[int]:
+    """The ids of the TVConvs a ``BiasedTVConv`` adds a per-channel bias to (the bias of the
+    depthwise conv it replaced): their cached form holds it as a per-position bias."""
+    return frozenset(id(m.tvconv) for m in model.modules() if isinstance(m, BiasedTVConv))
 
 
-def _cached_params(layer: TVConv) -> int:
-    """Parameters of the layer's cached form: W (c, k, k, h, w) and the bias (c, h, w) if any."""
-    bias = layer.channels * layer.h * layer.w if layer.has_bias else 0
+def _tvconv_has_bias(layer: TVConv | TVConvDeploy, folded: frozenset[int] = frozenset()) -> bool:
+    own = layer.has_bias if isinstance(layer, TVConv) else layer.bias is not None
+    return own or id(layer) in folded
+
+
+def _cached_params(layer: TVConv, folded: frozenset[int] = frozenset()) -> int:
+    """Parameters of the layer's cached form: W (c, k, k, h, w) and the bias (c, h, w) if any
+    (its own, or a ``BiasedTVConv``'s folded into it: one per-position bias either way)."""
+    bias = layer.channels * layer.h * layer.w if _tvconv_has_bias(layer, folded) else 0
     return layer.channels * layer.kernel_size * layer.kernel_size * layer.h * layer.w + bias
 
 
@@ -188,6 +196,7 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, ...] | None = None
     shape = input_shape(model, input_size)
     names = {module: name for name, module in model.named_modules()}
     inside_tvconv = _inside_translation_variant(model)
+    folded = _folded_bias_layers(model)
     rows: dict[str, dict] = {}
 
     def record(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
@@ -195,7 +204,7 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, ...] | None = None
         if isinstance(module, TRANSLATION_VARIANT):
             macs = _tvconv_macs(module)
             generator = _generator_macs(module) if isinstance(module, TVConv) else 0
-            bias_adds = output[0].numel() if _tvconv_has_bias(module) else 0
+            bias_adds = output[0].numel() if _tvconv_has_bias(module, folded) else 0
         elif isinstance(module, nn.Linear):
             rows_per_image = math.prod(output.shape[1:-1])
             macs = module.in_features * module.out_features * rows_per_image
@@ -317,15 +326,21 @@ def count_macs_fvcore(model: nn.Module, input_size: int | tuple[int, ...] | None
     }
 
 
-def _ptflops_tvconv_hook(layer: nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
+def _ptflops_tvconv_hook(folded: frozenset[int]) -> Callable:
     """ptflops hook for TVConv/TVConvDeploy: k*k*c*h*w per image, plus one per bias add (as
-    ptflops counts a conv's bias)."""
-    batch_size = inputs[0].shape[0]
-    bias_adds = layer.channels * layer.h * layer.w if _tvconv_has_bias(layer) else 0
-    layer.__flops__ += batch_size * (_tvconv_macs(layer) + bias_adds)
+    ptflops counts a conv's bias; a ``BiasedTVConv``'s bias, in ``folded``, counts as the
+    layer's, as in its cached form)."""
+
+    def hook(layer: nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
+        batch_size = inputs[0].shape[0]
+        has_bias = _tvconv_has_bias(layer, folded)
+        bias_adds = layer.channels * layer.h * layer.w if has_bias else 0
+        layer.__flops__ += batch_size * (_tvconv_macs(layer) + bias_adds)
+
+    return hook
 
 
-def _ptflops(model: nn.Module, shape: tuple[int, ...]) -> int:
+def _ptflops(model: nn.Module, shape: tuple[int, ...], folded: frozenset[int] = frozenset()) -> int:
     from ptflops import get_model_complexity_info
 
     macs, _params = get_model_complexity_info(
@@ -335,7 +350,7 @@ def _ptflops(model: nn.Module, shape: tuple[int, ...]) -> int:
         as_strings=False,
         backend="pytorch",
         ignore_modules=list(PTFLOPS_ELEMENT_MODULES),
-        custom_modules_hooks=dict.fromkeys(TRANSLATION_VARIANT, _ptflops_tvconv_hook),
+        custom_modules_hooks=dict.fromkeys(TRANSLATION_VARIANT, _ptflops_tvconv_hook(folded)),
         backend_specific_config={"count_functional": False},
     )
     if macs is None:
@@ -353,12 +368,13 @@ def count_macs_ptflops(model: nn.Module, input_size: int | tuple[int, ...] | Non
     """
     shape = input_shape(model, input_size)
     subject = copy.deepcopy(model)
+    folded = _folded_bias_layers(subject)
     bias_adds = 0
 
     def count_bias_adds(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         nonlocal bias_adds
         biased = (
-            _tvconv_has_bias(module)
+            _tvconv_has_bias(module, folded)
             if isinstance(module, TRANSLATION_VARIANT)
             else module.bias is not None
         )
@@ -374,7 +390,7 @@ def count_macs_ptflops(model: nn.Module, input_size: int | tuple[int, ...] | Non
     ]
     with torch.no_grad():
         try:
-            raw_macs = _ptflops(subject, shape)
+            raw_macs = _ptflops(subject, shape, folded)
         finally:
             for handle in handles:
                 handle.remove()
@@ -500,13 +516,17 @@ def count_params(model: nn.Module) -> dict:
     layers = []
     trainable_bytes = deployed_bytes = 0
     inside_tvconv = _inside_translation_variant(model)
+    folded = _folded_bias_layers(model)
     for name, module in model.named_modules():
         if name in inside_tvconv:
             continue
         if isinstance(module, TVConv):
             owned = [p for p in module.parameters() if id(p) not in seen]
-            deployed = _cached_params(module)
+            deployed = _cached_params(module, folded)
             deployed_bytes += deployed * next(module.parameters()).element_size()
+        elif isinstance(module, BiasedTVConv):  # its bias deploys inside its layer's
+            owned = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+            deployed = 0
         else:
             owned = [p for p in module.parameters(recurse=False) if id(p) not in seen]
             deployed = sum(p.numel() for p in owned)
