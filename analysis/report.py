@@ -294,7 +294,15 @@ def complete_frame(study: str, preset: str, root: str | Path) -> StudyFrame:
     where = Store(Path(root), study, preset).runs_dir
     command = f"python -m studies run {_run_command(study)} --preset {preset}"
     if frame.runs.empty:
-        raise ValueError(f"no complete runs of {study}/{preset} in {where}; run `{command}` first")
+        damaged = (
+            f" ({len(frame.unreadable)} damaged record(s), re-run by `{command}`; the first: "
+            f"{frame.problems()[0]})"
+            if frame.unreadable
+            else ""
+        )
+        raise ValueError(
+            f"no complete runs of {study}/{preset} in {where}{damaged}; run `{command}` first"
+        )
     counts = frame.runs["status"].value_counts()
     found = ", ".join(f"{count} {status}" for status, count in counts.items())
     how = []

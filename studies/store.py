@@ -11,8 +11,10 @@ never leaves half a record. A run's lock is an exclusive ``flock`` on its lock f
 names the holder, host and pid, for people): the kernel releases it when its process dies (on
 NFS, when the lease ends), so a killed runner never leaves a run locked. A record file that is
 not a complete, well-formed record (unreadable, truncated, not a JSON object, a required field
-missing or of the wrong type: ``damage``) counts as missing, so the runner re-runs it, and
-``records`` reports it with the reason instead of failing on it. The record schema is documented
+missing or of the wrong type, a complete record without numeric metrics, a record of this
+``RESULTS_VERSION`` whose config no longer hashes to its run_id or whose seed is not its
+config's: ``damage``) counts as missing, so the runner re-runs it, and ``records`` reports it
+with the reason instead of failing on it. The record schema is documented
 in results/README.md (``SCHEMA_VERSION``).
 """
 
@@ -26,6 +28,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import tvconv
+from tvconv.config import result_hash
 
 SCHEMA_VERSION = 1
 DEFAULT_ROOT = Path("results")
@@ -48,7 +53,8 @@ FIELD_TYPES = {
 def damage(record: object, run_id: str | None = None) -> str | None:
     """Why ``record`` (parsed JSON) is not a usable run record, or None when it is one: not an
     object, a required field missing or null, a field of the wrong type (null included), an
-    unknown status, a complete record without its metrics object. With ``run_id`` (its file's
+    unknown status, a complete record without its metrics object or with a metric that is not a
+    number, a config that does not match its run_id, seed or task. With ``run_id`` (its file's
     name), the record must carry that run_id."""
     if not isinstance(record, dict):
         return f"holds a JSON {type(record).__name__}, not a record object"
@@ -64,8 +70,46 @@ def damage(record: object, run_id: str | None = None) -> str | None:
         return f"status {record['status']!r} is not one of {', '.join(STATUSES)}"
     if record["status"] == "complete" and not isinstance(record.get("metrics"), dict):
         return "a complete record whose 'metrics' is missing or not an object"
+    if record["status"] == "complete" and (why := _metrics_damage(record["metrics"])):
+        return why
     if run_id is not None and record["run_id"] != run_id:
         return f"holds run_id {record['run_id']!r}, not its file's {run_id!r}"
+    return _config_damage(record)
+
+
+def _metrics_damage(metrics: dict) -> str | None:
+    """Why a complete record's metrics cannot be used: none at all, or a value that is not a
+    number (null, a NaN and a bool such as ``counters_agree`` are numbers here)."""
+    if not metrics:
+        return "a complete record with no metrics"
+    for key, value in metrics.items():
+        if value is not None and not isinstance(value, (int, float)):
+            return f"metric {key!r} is a {type(value).__name__} ({value!r}), expected a number"
+    return None
+
+
+def _config_damage(record: dict) -> str | None:
+    """Why a record of this ``RESULTS_VERSION`` does not belong to its run_id: its config no
+    longer hashes to it, or its seed or task differ from its config's (a record edited after
+    its run). Records without a config, or of another version, are not checked."""
+    config = record.get("config") or {}
+    task = config.get("task")
+    section = config.get(task) if isinstance(task, str) else None
+    if not isinstance(section, dict) or record.get("results_version") != tvconv.RESULTS_VERSION:
+        return None
+    if record.get("task", task) != task:
+        return f"its task {record['task']!r} is not its config's {task!r}"
+    if "seed" in section and "seed" in record and section["seed"] != record["seed"]:
+        return f"its seed {record['seed']} is not its config's seed {section['seed']}"
+    try:
+        expected = result_hash(task, section)
+    except (AttributeError, TypeError, ValueError) as error:
+        return f"its config cannot be read ({error})"
+    if expected != record["run_id"]:
+        return (
+            f"its config hashes to run_id {expected}, not to its {record['run_id']!r} "
+            "(edited after the run?)"
+        )
     return None
 
 

@@ -12,6 +12,7 @@ from analysis.figures import tradeoff_readoffs
 from analysis.frame import load_records
 from tests.analysis.conftest import aug_records, face_record
 from tvconv import models
+from tvconv.config import result_hash
 from tvconv.data.variance import LayoutVariance
 
 
@@ -239,7 +240,7 @@ def test_tradeoff_figure_with_and_without_latency(tmp_path, captured):
     _written(figures.tradeoff_figure(runs, tmp_path / "tradeoff_no_latency"))
 
 
-def _profile_record(run_id, cell, **profile):
+def _profile_record(cell, **profile):
     config = {
         "model": "mobilenet_v2_x0_1",
         "atom": "dw",
@@ -272,7 +273,7 @@ def _profile_record(run_id, cell, **profile):
             **{f"latency_ms_b{r['batch_size']}_t{r['threads']}": r["latency_ms"] for r in latency},
         }
     return {
-        "run_id": run_id,
+        "run_id": result_hash("profile", config),  # as the runner names it
         "study": "profile",
         "preset": "quick",
         "cell": cell,
@@ -289,10 +290,10 @@ def _profile_record(run_id, cell, **profile):
 
 def profile_records():
     return [
-        _profile_record("a" * 16, "model dw", atom="dw"),
-        _profile_record("b" * 16, "model tv", atom="tvconv"),
-        _profile_record("c" * 16, "train dw", atom="dw", form="train", input_size=48),
-        _profile_record("d" * 16, "layer", layer_channels=48, input_size=24, layer_stride=2),
+        _profile_record("model dw", atom="dw"),
+        _profile_record("model tv", atom="tvconv"),
+        _profile_record("train dw", atom="dw", form="train", input_size=48),
+        _profile_record("layer", layer_channels=48, input_size=24, layer_stride=2),
     ]
 
 
@@ -332,11 +333,11 @@ def precision_records():
     """dw and TVConv deployed on the CPU in float32 (records without the device and dtype
     fields, as written before they existed) and on CUDA in bfloat16, where TVConv costs 3x."""
     records = [
-        _profile_record("a" * 16, "model dw", atom="dw"),
-        _profile_record("b" * 16, "model tv", atom="tvconv"),
-        _profile_record("c" * 16, "model dw bf16", atom="dw", device="cuda", dtype="bfloat16"),
-        _profile_record("e" * 16, "model tv bf16", atom="tvconv", device="cuda", dtype="bfloat16"),
-        _profile_record("f" * 16, "layer bf16", layer_channels=48, dtype="bfloat16"),
+        _profile_record("model dw", atom="dw"),
+        _profile_record("model tv", atom="tvconv"),
+        _profile_record("model dw bf16", atom="dw", device="cuda", dtype="bfloat16"),
+        _profile_record("model tv bf16", atom="tvconv", device="cuda", dtype="bfloat16"),
+        _profile_record("layer bf16", layer_channels=48, dtype="bfloat16"),
     ]
     records[3]["metrics"] = {
         k: v * 3 if k.startswith("latency_ms_") else v for k, v in records[3]["metrics"].items()

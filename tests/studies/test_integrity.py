@@ -240,7 +240,7 @@ base:
   optim.batch_size: 16
   model.atom: dw
 grid:
-  - optim.lr: [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]
+  - optim.lr: [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002, 0.0001, 0.00005]
 presets:
   smoke: {base: smoke, seeds: [0]}
 """
@@ -252,6 +252,23 @@ DAMAGE = {
     "no metrics": lambda record: json.dumps({k: v for k, v in record.items() if k != "metrics"}),
     "no status": lambda record: json.dumps({k: v for k, v in record.items() if k != "status"}),
     "truncated": lambda record: json.dumps(record)[:100],
+    "empty metrics": lambda record: json.dumps({**record, "metrics": {}}),
+    "a metric as text": lambda record: json.dumps(
+        {**record, "metrics": {**record["metrics"], "mean_acc_pct": "high"}}
+    ),
+    "an edited seed": lambda record: json.dumps({**record, "seed": 7}),
+    "an edited config": lambda record: json.dumps(
+        {
+            **record,
+            "config": {
+                **record["config"],
+                "face": {
+                    **record["config"]["face"],
+                    "optim": {**record["config"]["face"]["optim"], "epochs": 99},
+                },
+            },
+        }
+    ),
 }
 
 
@@ -262,23 +279,26 @@ def test_damaged_records_are_rerun_with_a_warning_and_listed(tmp_path):
     assert run_study(load_spec(spec_path), "smoke", results, out=io.StringIO()) == 0
     store = Store(results, "tiny", "smoke")
     records, bad = store.records()
-    assert len(records) == 7 and not bad
+    assert len(records) == 11 and not bad
     damaged = {}
-    for (kind, damage), record in zip(DAMAGE.items(), records[:6], strict=True):
+    for (kind, damage), record in zip(DAMAGE.items(), records[:10], strict=True):
         path = store.record_path(record["run_id"])
         path.write_text(damage(record))
         damaged[path] = kind
     report = render("tiny", "smoke", results, wandb=False)  # the intact run
     problems = (results / "tiny" / "smoke" / "tables" / "problems.txt").read_text()
     assert all(str(path) in problems for path in damaged)
-    assert len(report.problems) == 6
+    assert len(report.problems) == 10
+    assert "metric 'mean_acc_pct' is a str ('high'), expected a number" in problems
+    assert "its seed 7 is not its config's seed 0" in problems
+    assert "(edited after the run?)" in problems
     out = io.StringIO()
     assert run_study(load_spec(spec_path), "smoke", results, out=out) == 0
     text = out.getvalue()
-    assert "7 runs, 6 to run" in text
+    assert "11 runs, 10 to run" in text
     assert all(f"warning: {path} is damaged" in text for path in damaged)
     records, bad = store.records()
-    assert len(records) == 7 and not bad
+    assert len(records) == 11 and not bad
 
 
 def test_the_plan_check_decodes_nothing_and_a_run_reads_benchmarks_first(data, monkeypatch):
