@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
 import sys
@@ -25,8 +24,10 @@ from studies.spec import Run, Spec, SpecError, seeds_text, select_cells
 from studies.store import Store
 from studies.tracking import sweep_fallback, track_run
 from tvconv import profile, segment
+from tvconv._engine import check_batch_size
+from tvconv._files import write_atomically
 from tvconv.config import to_dict
-from tvconv.train import check_batch_size, check_data, check_model
+from tvconv.train import check_data, check_model
 
 
 def plan(runs: list[Run], store: Store, force: bool, retry_failed: bool) -> list[Run]:
@@ -40,11 +41,9 @@ def plan(runs: list[Run], store: Store, force: bool, retry_failed: bool) -> list
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
-    """Copy to a temp file beside ``target``, then rename: a kill never leaves half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    """Copy through a temp file beside ``target``: a kill never leaves half a file."""
+    with source.open("rb") as original:
+        write_atomically(target, lambda handle: shutil.copyfileobj(original, handle))
 
 
 def reuse_records(todo: list[Run], store: Store) -> list[Run]:
@@ -105,8 +104,10 @@ def check_runs(runs: list[Run], out=None) -> None:
                 probed = {"model": shape, "size": face.data.image_size}
                 once("model", probed, lambda face=face: check_model(face))
             elif config.task == "fundus":
-                segment.check_paths(config.fundus)
                 fundus = config.fundus
+                segment.check_paths(fundus)
+                images = once("data", fundus.data, lambda d=fundus.data: segment.training_images(d))
+                check_batch_size(fundus.optim.batch_size, images)
                 probed = {"model": to_dict(fundus.model), "size": fundus.data.image_size}
                 once("model", probed, lambda fundus=fundus: segment.check_model(fundus))
             else:

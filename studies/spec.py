@@ -115,6 +115,14 @@ class Contrast:
     margin: float = MARGIN
 
 
+# Runtime keys the runner sets for each run itself, and how (``studies.execute``).
+RUNNER_KEYS = {
+    "threads": "the usable cores split over --jobs",
+    "progress": "off: a worker logs its epochs instead",
+    "checkpoint_dir": "checkpoints/<run_id> in the study's store",
+}
+
+
 def as_text(value: object) -> str:
     """A config or selector value as comparable text (``true``, ``3``, ``hflip``)."""
     if isinstance(value, bool) or type(value).__name__ == "bool_":
@@ -249,7 +257,7 @@ class Spec:
     def _check_overrides(self, preset: str, overrides: dict) -> None:
         """Refuse command-line overrides that would make a record's label lie: a key the grid
         varies (every cell would be run with one value, still labelled with its own) and the
-        seed (every seed's run would be one run)."""
+        seed (every seed's run would be one run); and those the runner sets itself."""
         axes = self.axes(preset)
         labels = [_label(cell) for cell in self.cells(preset)]
         for key, value in overrides.items():
@@ -258,6 +266,12 @@ class Spec:
                 assign(RunConfig(task=self.task), key, _expand(value, "command line", key))
             except ValueError as error:
                 raise SpecError(f"command line: {error}") from None
+            runner_keys = {f"{self.task}.{k}" for k in RUNNER_KEYS if TASKS[self.task].trains}
+            if full_key(key, self.task) in runner_keys:
+                raise SpecError(
+                    f"command line: {key}={value}: the runner sets {key} for every run "
+                    f"({RUNNER_KEYS[key.rpartition('.')[2]]}); an override would be ignored"
+                )
             if full_key(key, self.task) == f"{self.task}.seed":
                 raise SpecError(
                     f"command line: {key}={value}: the seeds are chosen with --seeds (e.g. "

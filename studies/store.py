@@ -24,12 +24,12 @@ import fcntl
 import json
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import tvconv
+from tvconv._files import write_text_atomically
 from tvconv.config import result_hash
 
 SCHEMA_VERSION = 1
@@ -166,16 +166,8 @@ class Store:
         """Atomically write a run record (temp file + fsync + rename)."""
         if record.get("status") not in STATUSES:
             raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')}")
-        path = self.record_path(record["run_id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{record['run_id']}.", suffix=".tmp", delete=False
-        ) as handle:
-            json.dump(record, handle, indent=1, sort_keys=True, allow_nan=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-        return path
+        text = json.dumps(record, indent=1, sort_keys=True, allow_nan=True)
+        return write_text_atomically(self.record_path(record["run_id"]), text)
 
     def records(self) -> tuple[list[dict], list[tuple[Path, str]]]:
         """(every readable record, [(unreadable file, why)]), sorted by run_id."""

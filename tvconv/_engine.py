@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tvconv import affinity
+from tvconv._files import write_atomically, write_text_atomically
 from tvconv.config import (
     check_runtime,
     fail,
@@ -107,6 +107,40 @@ class Runtime:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def check_batch_size(batch_size: int, images: int) -> None:
+    """A batch larger than the training set would make no step."""
+    if batch_size > images:
+        fail("optim.batch_size", batch_size, f"at most the {images} training images")
+
+
+def device_problem(device: str) -> str | None:
+    """Why this machine cannot run on ``device`` (``cuda[:N]`` without that GPU), or None."""
+    if not device.startswith("cuda"):
+        return None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(device.partition(":")[2] or 0) < count:
+        return None
+    seen = f"GPUs 0-{count - 1}" if count else "no CUDA device"
+    return f"device={device} but this machine has {seen}"
+
+
+def check_machine(config: object) -> None:
+    """What a run asks of this machine, checked before it starts (a ValueError naming the key):
+    its device, mixed precision that needs CUDA (fp16 trains without loss scaling elsewhere) and
+    a checkpoint folder it can write."""
+    if problem := device_problem(config.device):
+        raise ValueError(problem)
+    on_cuda = config.device.startswith("cuda") or (
+        config.device == "auto" and torch.cuda.is_available()
+    )
+    if config.amp == "fp16" and not on_cuda:
+        fail("amp", config.amp, "bf16 or off on the CPU (fp16 needs CUDA for its loss scaling)")
+    if config.checkpoint_dir is not None:
+        folder = Path(config.checkpoint_dir)
+        if problem := output_problem(folder / CHECKPOINT, "checkpoint_dir"):
+            raise ValueError(problem.replace(f" {folder / CHECKPOINT}:", f" {folder}:", 1))
 
 
 def start_runtime(config: object) -> Runtime:
@@ -241,13 +275,8 @@ def epoch_batches(
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: a temp file in the same folder, fsynced, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
+    """Atomic (``tvconv._files``): a kill never leaves half a checkpoint."""
+    write_atomically(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: Path, expected: str) -> dict | None:
@@ -488,6 +517,7 @@ def run_cli(
         for assignment in args.overrides:
             config = override(config, assignment)
         check(config)
+        check_machine(config)
     except ValueError as error:
         parser.error(str(error))
     if args.out is not None and (problem := output_problem(args.out, "--out")):
@@ -496,7 +526,7 @@ def run_cli(
     if int(os.environ.get("RANK", "0")) == 0:
         record = outcome.to_record()
         if args.out is not None:
-            args.out.write_text(json.dumps(record, indent=2))
+            write_text_atomically(args.out, json.dumps(record, indent=2))
         summary = {
             key: round(outcome.metrics.get(key, math.nan), 2)
             for key in summary_keys(outcome.metrics)

@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -39,8 +40,11 @@ def output_problem(path: Path, flag: str) -> str | None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         return f"{flag} {path}: cannot create its folder ({error.strerror})"
-    if not os.access(path.parent, os.W_OK):
-        return f"{flag} {path}: its folder is not writable"
+    try:  # a real file, not os.access: root passes that anywhere, /proc included
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        return f"{flag} {path}: its folder cannot take a file ({error.strerror})"
     return None
 
 

@@ -42,7 +42,7 @@ from tvconv.convert import deploy
 from tvconv.data.augment import Augmentation
 from tvconv.data.datasets import FundusSet, to_model_input
 from tvconv.data.fundus import DOMAINS, LAYOUT, load_fundus_domains
-from tvconv.data.synthetic_fundus import make_fundus_domains
+from tvconv.data.synthetic_fundus import make_fundus_domains, split_size
 from tvconv.metrics import postprocess, segmentation_metrics
 
 EXAMPLES = 4  # test images kept with their predictions for the analysis figure
@@ -247,6 +247,29 @@ def check_model(config: FundusConfig) -> None:
     )
 
 
+def training_images(config: FundusDataConfig) -> int:
+    """The images a run trains on (the train splits of the domains not held out), counted
+    without decoding or generating one."""
+    kept = [domain for domain in DOMAINS if domain != config.held_out]
+    if config.root is None:
+        return sum(split_size(domain, "train", config.synthetic_scale) for domain in kept)
+    return sum(
+        len(
+            list((Path(config.root) / f"Domain{domain}" / "train" / "ROIs" / "image").glob("*.png"))
+        )
+        for domain in kept
+    )
+
+
+def check_config(config: FundusConfig) -> None:
+    """Everything about a run that can be checked without training (what ``studies`` runs for
+    every run before the first starts): the paths, the batch size against the training set and
+    the model with its sites. Raises ValueError."""
+    check_paths(config)
+    engine.check_batch_size(config.optim.batch_size, training_images(config.data))
+    check_model(config)
+
+
 def segmentation_loss(
     logits: torch.Tensor, masks: torch.Tensor, dice_weight: float
 ) -> torch.Tensor:
@@ -379,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Train and evaluate one leave-one-domain-out fundus segmentation run.",
         presets=PRESETS,
         example="model.atom=dw data.held_out=3 optim.epochs=4",
-        check=check_paths,
+        check=check_config,
         fit=fit_fundus,
         summary_keys=lambda metrics: [k for k in SUMMARY_KEYS if k in metrics] + list(PRIOR_KEYS),
     )

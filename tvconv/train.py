@@ -38,7 +38,7 @@ from torch import nn
 
 from tvconv import _engine as engine
 from tvconv import models
-from tvconv._engine import FitResult, RunSettings, check_schedule
+from tvconv._engine import FitResult, RunSettings, check_batch_size, check_schedule
 from tvconv.config import ModelChoice, fail, int_at_least, number_at_least, positive_int
 from tvconv.console import exit_with
 from tvconv.convert import deploy
@@ -294,11 +294,6 @@ def check_model(config: TrainConfig) -> None:
         dropout=model.dropout,
         **model.tvconv_options(),
     )
-
-
-def check_batch_size(batch_size: int, images: int) -> None:
-    if batch_size > images:
-        fail("optim.batch_size", batch_size, f"at most the {images} training images")
 
 
 def check_config(config: TrainConfig) -> None:

@@ -159,6 +159,14 @@ def cli(*args, cwd=None):
             ["run", "init", "--preset", "smoke", "optim.epochs=2", "optim.epochs=3"],
             "optim.epochs given more than once",
         ),
+        (
+            ["run", "init", "--preset", "smoke", "threads=1"],
+            "the runner sets threads for every run",
+        ),
+        (
+            ["run", "seg", "--preset", "smoke", "optim.batch_size=100000"],
+            "optim.batch_size=100000 is invalid: expected at most the 69 training images",
+        ),
         (["run", "init", "--preset", "smoke", "--jobs", "0"], "--jobs=0 is invalid"),
         (
             [

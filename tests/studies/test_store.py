@@ -1,6 +1,7 @@
 """Results store: atomic records, tolerant reader, exclusive locks with stale recovery."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,17 @@ def test_write_read_status(tmp_path):
     assert SCHEMA_VERSION == 1
     with pytest.raises(ValueError, match="record status must be one of"):
         store.write(record("c" * 16, "running"))
+
+
+def test_a_record_is_readable_by_whoever_may_read_the_users_files(tmp_path):
+    """Written through a temp file (0600), the record takes the umask's mode like any file the
+    user creates: a store shared by a group stays readable; no temp file is left."""
+    store = Store(tmp_path, "init", "smoke")
+    path = store.write(record("a" * 16))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask != 0o600
+    assert [p.name for p in store.runs_dir.iterdir()] == ["a" * 16 + ".json"]
 
 
 def test_reader_reports_unreadable_files_and_goes_on(tmp_path):

@@ -233,3 +233,46 @@ def test_cli_refuses_a_bad_out_before_training(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as caught:
         main(["--preset", "smoke", "--out", str(tmp_path)])
     assert caught.value.code == 2 and "is a folder" in capsys.readouterr().err
+
+
+def _refused_before_training(argv, capsys, monkeypatch) -> str:
+    monkeypatch.setattr(segment, "fit_fundus", lambda config: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as caught:
+        main(["--preset", "smoke", *argv])
+    assert caught.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["optim.batch_size=100000"], "optim.batch_size=100000 is invalid: expected at most the"),
+        (["data.synthetic_scale=0.0001"], "expected at most the 3 training images"),
+        (["model.atom=tvconv", "model.select=5"], "site indices must be distinct ints in"),
+        (["checkpoint_dir=FILE"], "is not a folder"),
+        (["--out", "/proc/record.json"], "--out /proc/record.json: its folder cannot take a file"),
+    ],
+)
+def test_cli_refuses_what_would_fail_after_the_data_or_the_training(
+    argv, message, tmp_path, capsys, monkeypatch
+):
+    """The checks the study runner makes before any run, made by the command too: the batch
+    against the training set, the TVConv sites, the checkpoint folder, an --out that root may
+    'access' but not write (/proc)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    argv = [arg.replace("FILE", str(a_file)) for arg in argv]
+    assert message in _refused_before_training(argv, capsys, monkeypatch)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["device=cuda"], "device=cuda but this machine has no CUDA device"),
+        (["device=cuda:1"], "device=cuda:1 but this machine has no CUDA device"),
+        (["amp=fp16"], "amp='fp16' is invalid: expected bf16 or off on the CPU"),
+    ],
+)
+def test_cli_refuses_a_device_this_machine_lacks(argv, message, capsys, monkeypatch):
+    assert message in _refused_before_training(argv, capsys, monkeypatch)

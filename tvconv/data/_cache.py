@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from tvconv._files import write_atomically
 
 DEFAULT_CACHE = "~/.cache/tvconv-ablations"
 
@@ -42,10 +43,5 @@ def cached(key: str, build: Callable[[], dict]) -> dict:
         except Exception:  # a truncated or foreign file: regenerate it
             path.unlink(missing_ok=True)
     value = build()
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
-        torch.save(value, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
+    write_atomically(path, lambda handle: torch.save(value, handle))
     return value

@@ -124,6 +124,11 @@ def _render_fundus(
     return images, masks
 
 
+def split_size(domain: int, split: str, scale: float) -> int:
+    """Images in one synthetic split: the paper's size times ``scale``, at least one."""
+    return max(1, round(getattr(FUNDUS_DOMAINS[domain], split) * scale))
+
+
 def make_fundus_domains(
     size: int = 128, seed: int = 0, scale: float = 1.0
 ) -> dict[int, dict[str, FundusSet]]:
@@ -140,7 +145,7 @@ def make_fundus_domains(
         data = {}
         for domain, style in FUNDUS_DOMAINS.items():
             for split in ("train", "test"):
-                count = max(1, round(getattr(style, split) * scale))
+                count = split_size(domain, split, scale)
                 g = stream(seed, f"fundus-{domain}-{split}")
                 images, masks = _render_fundus(count, style, size, g)
                 data[f"{domain}-{split}"] = {"images": images, "masks": masks}
