@@ -43,6 +43,7 @@ from tvconv.config import (
     to_dict,
 )
 from tvconv.console import output_problem
+from tvconv.data._images import ImageError
 from tvconv.data.datasets import to_model_input
 from tvconv.data.synthetic import stream
 
@@ -522,7 +523,10 @@ def run_cli(
         parser.error(str(error))
     if args.out is not None and (problem := output_problem(args.out, "--out")):
         parser.error(problem)
-    outcome = fit(config)
+    try:
+        outcome = fit(config)
+    except ImageError as error:  # a damaged image, found when the data is loaded
+        parser.error(str(error))
     if int(os.environ.get("RANK", "0")) == 0:
         record = outcome.to_record()
         if args.out is not None:

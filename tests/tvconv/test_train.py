@@ -274,6 +274,19 @@ def test_real_data_runs_through_the_same_engine(real_data):
     assert result.metrics["mean_acc_pct"] == result.metrics["listed_acc_pct"]
 
 
+def test_a_damaged_training_image_is_bad_input_found_before_training(real_data, capsys):
+    """The tree is checked without decoding; its images are decoded once, before the first
+    step: a damaged one ends the command with exit 2 and its path, not a traceback."""
+    root, pairs = real_data
+    damaged = sorted(root.rglob("*.png"))[5]
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    argv = ["--preset", "smoke", f"data.train_root={root}", f"data.benchmarks={pairs}:{root}"]
+    with pytest.raises(SystemExit) as caught:
+        train_main([*argv, "eval.floors=false"])
+    assert caught.value.code == 2
+    assert f"cannot read image {damaged}" in capsys.readouterr().err
+
+
 def test_missing_real_data_paths_fail_fast(tmp_path):
     config = override(smoke_config(), f"data.train_root={tmp_path / 'none'}")
     config = override(config, f"data.benchmarks={tmp_path / 'lfw.bin'}")

@@ -19,12 +19,17 @@ def _as_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     return (size, size) if isinstance(size, int) else size
 
 
+class ImageError(ValueError):
+    """An image file (or a benchmark's encoded image) that cannot be decoded: bad input, found
+    when the data is loaded, before training (``python -m tvconv.train`` exits 2 on it)."""
+
+
 def open_image(source: Path | bytes, what: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         image.load()
     except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"cannot read image {what}: {error}") from error
+        raise ImageError(f"cannot read image {what}: {error}") from error
     return image
 
 
@@ -35,7 +40,7 @@ def check_image_header(source: Path | bytes, what: str) -> None:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source):
             pass
     except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"cannot read image {what}: {error}") from error
+        raise ImageError(f"cannot read image {what}: {error}") from error
 
 
 def to_tensor(

@@ -29,6 +29,17 @@ def check_pair_count(count: int, name: str) -> None:
         )
 
 
+def check_pair_flags(issame: list[bool], name: str) -> None:
+    """Verification needs both kinds of pair: with only same (or only different) pairs no
+    threshold can be chosen, and the evaluation would fail after training."""
+    if all(issame) or not any(issame):
+        kind = "same-identity" if all(issame) else "different-identity"
+        raise ValueError(
+            f"{name}: all {len(issame)} pairs are {kind} pairs; a verification benchmark needs "
+            "both same and different pairs"
+        )
+
+
 def _check_images(images: torch.Tensor, what: str) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(

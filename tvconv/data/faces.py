@@ -47,7 +47,12 @@ from torch.utils.data import DataLoader, Dataset
 from tvconv._lock import exclusive
 from tvconv.data._cache import cache_dir
 from tvconv.data._images import IMAGE_SUFFIXES, check_image_header, decode_all, decode_rgb
-from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark, check_pair_count
+from tvconv.data.datasets import (
+    FaceTrainSet,
+    VerificationBenchmark,
+    check_pair_count,
+    check_pair_flags,
+)
 
 TREE_LAYOUT = "<root>/<identity>/<image>.jpg (one folder per identity, as CASIA-WebFace)"
 PAIRS_LAYOUT = (
@@ -152,6 +157,7 @@ def read_pair_list(
     if not pairs:
         raise ValueError(f"pair list {pairs_file} holds no pairs; expected {PAIRS_LAYOUT}")
     check_pair_count(len(pairs), f"pair list {pairs_file}")
+    check_pair_flags(issame, f"pair list {pairs_file}")
     return list(index), pairs, issame
 
 
@@ -270,8 +276,8 @@ def _check_opcodes(data: bytes, path: Path) -> None:
 
 def read_bin(path: str | Path) -> tuple[list[bytes], list[bool]]:
     """(encoded images, same-identity flags) of an insightface-style ``.bin`` file, checked
-    (a safe, bounded unpickle; the structure; a pair count of whole folds; the first image's
-    header) without decoding the images."""
+    (a safe, bounded unpickle; the structure; a pair count of whole folds; both kinds of pair;
+    every image's header) without decoding the images."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"benchmark file {path} does not exist; expected {BIN_LAYOUT}")
@@ -297,8 +303,11 @@ def read_bin(path: str | Path) -> tuple[list[bytes], list[bool]]:
         message = f"{path}: {len(blobs)} images for {len(flags)} pairs; expected {BIN_LAYOUT}"
         raise ValueError(message)
     check_pair_count(len(flags), str(path))
-    check_image_header(bytes(blobs[0]), f"#0 in {path}")
-    return [bytes(b) for b in blobs], list(flags)
+    check_pair_flags(list(flags), str(path))
+    blobs = [bytes(b) for b in blobs]
+    for number, blob in enumerate(blobs):
+        check_image_header(blob, f"#{number} in {path}")
+    return blobs, list(flags)
 
 
 def load_bin(

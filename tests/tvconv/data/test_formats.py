@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tvconv.data._images import ImageError
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark
 from tvconv.data.faces import (
     load_bin,
@@ -199,9 +200,30 @@ def test_bin_unreadable_and_missing(tmp_path):
         load_bin(tmp_path / "junk.bin")
     with pytest.raises(ValueError, match="does not exist"):
         load_bin(tmp_path / "none.bin")
-    write_bin(tmp_path / "badimg.bin", [b"not an image"] * 20, [True] * 10)
+    write_bin(tmp_path / "badimg.bin", [b"not an image"] * 20, [True, False] * 5)
     with pytest.raises(ValueError, match=r"cannot read image #0 in .*badimg\.bin"):
         load_bin(tmp_path / "badimg.bin")
+
+
+def test_every_image_of_a_bin_and_both_kinds_of_pair_are_checked_before_decoding(
+    tmp_path, pair_list
+):
+    """A damaged image anywhere in a .bin, or a benchmark of one kind of pair (no threshold can
+    be chosen), is refused by the check a sweep runs before training, not after it."""
+    blobs = [encoded(solid(10 * k)) for k in range(20)]
+    write_bin(tmp_path / "last.bin", [*blobs[:19], b"garbage"], [True, False] * 5)
+    with pytest.raises(ImageError, match=r"cannot read image #19 in .*last\.bin"):
+        read_bin(tmp_path / "last.bin")
+    write_bin(tmp_path / "cut.bin", [*blobs[:4], blobs[4][:30], *blobs[5:]], [True, False] * 5)
+    with pytest.raises(ImageError, match=r"cannot read image #4 in .*cut\.bin"):
+        read_bin(tmp_path / "cut.bin")
+    write_bin(tmp_path / "same.bin", blobs, [True] * 10)
+    with pytest.raises(ValueError, match=r"all 10 pairs are same-identity pairs; .* needs both"):
+        read_bin(tmp_path / "same.bin")
+    path, root = pair_list
+    path.write_text("a/0.jpg a/1.jpg -1\n" * 10)
+    with pytest.raises(ValueError, match=r"all 10 pairs are different-identity pairs"):
+        read_pair_list(path, root)
 
 
 def make_fundus_tree(root, count=2, size=24):
