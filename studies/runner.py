@@ -206,6 +206,12 @@ def run_study(
     check_runs(runs, out)
     if gpus is not None and launcher != "local":
         raise SpecError("--gpus is for the local launcher (SLURM: --slurm-gpus per run)")
+    if launcher == "slurm" and (slurm or {}).get("cluster") is None and not shutil.which("sbatch"):
+        raise SpecError(
+            "--launcher slurm: no SLURM here (sbatch is not on PATH), and submitit would run the "
+            "jobs on this machine instead; use --launcher local, or --slurm-cluster local to "
+            "run them through submitit's local executor on purpose"
+        )
     gpus = choose_gpus(runs, gpus) if launcher == "local" else None
     store = Store(root, spec.name, preset)
     for run in runs:

@@ -245,9 +245,9 @@ def check_data_paths(config: DataConfig) -> list[BenchmarkSource]:
     if config.train_root is not None and not config.benchmarks:
         fail("data.benchmarks", config.benchmarks, "benchmark files when data.train_root is set")
     if config.train_root is not None and not Path(config.train_root).is_dir():
+        found = "is a file, not a folder" if Path(config.train_root).exists() else "does not exist"
         raise ValueError(
-            f"data.train_root={config.train_root!r} does not exist; expected "
-            "<root>/<identity>/<image>.jpg"
+            f"data.train_root={config.train_root!r} {found}; expected <root>/<identity>/<image>.jpg"
         )
     sources = parse_benchmarks(config.benchmarks)
     for source in sources:

@@ -118,6 +118,17 @@ def test_gpus_with_the_slurm_launcher_are_refused(write_spec, tmp_path):
         )
 
 
+def test_the_slurm_launcher_without_slurm_is_refused_not_run_here(
+    write_spec, tmp_path, monkeypatch
+):
+    """Without sbatch, submitit's auto cluster is this machine: the sweep would run locally
+    under a 'submitted to local' line; --slurm-cluster local still asks for that on purpose."""
+    monkeypatch.setattr("studies.runner.shutil.which", lambda name: None)
+    with pytest.raises(SpecError, match="--launcher slurm: no SLURM here"):
+        run_study(load_spec(write_spec()), "smoke", tmp_path, launcher="slurm", out=io.StringIO())
+    assert not (tmp_path / "tiny").exists()
+
+
 class _ThreadPool(ThreadPoolExecutor):
     """The process pool's interface on threads, so the faked ``execute_run`` is the one called."""
 

@@ -292,6 +292,10 @@ def test_missing_real_data_paths_fail_fast(tmp_path):
     config = override(config, f"data.benchmarks={tmp_path / 'lfw.bin'}")
     with pytest.raises(ValueError, match=r"data.train_root=.*none' does not exist"):
         check_data_paths(config.data)
+    a_file = tmp_path / "casia.jpg"
+    a_file.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"data.train_root=.*casia.jpg' is a file, not a folder"):
+        check_data_paths(override(config, f"data.train_root={a_file}").data)
     only_root = override(smoke_config(), f"data.train_root={tmp_path}")
     with pytest.raises(ValueError, match=r"data\.benchmarks=\(\) is invalid: expected benchmark"):
         check_data_paths(only_root.data)

@@ -70,7 +70,8 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], list[int], int]:
     (identity folders present, each holding images) without decoding anything."""
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"face training root {root} does not exist; expected {TREE_LAYOUT}")
+        found = "is not a folder" if root.exists() else "does not exist"
+        raise ValueError(f"face training root {root} {found}; expected {TREE_LAYOUT}")
     identities = sorted(p for p in root.iterdir() if p.is_dir())
     if not identities:
         raise ValueError(f"no identity folders in {root}; expected {TREE_LAYOUT}")
@@ -116,9 +117,11 @@ def read_pair_list(
     decoding any image."""
     pairs_file, image_root = Path(pairs_file), Path(image_root)
     if not pairs_file.is_file():
-        raise ValueError(f"pair list {pairs_file} does not exist; expected {PAIRS_LAYOUT}")
+        found = "is not a file" if pairs_file.exists() else "does not exist"
+        raise ValueError(f"pair list {pairs_file} {found}; expected {PAIRS_LAYOUT}")
     if not image_root.is_dir():
-        raise ValueError(f"image root {image_root} of {pairs_file} does not exist")
+        found = "is not a folder" if image_root.exists() else "does not exist"
+        raise ValueError(f"image root {image_root} of {pairs_file} {found}")
     index: dict[str, int] = {}
     pairs, issame = [], []
     try:
@@ -280,7 +283,8 @@ def read_bin(path: str | Path) -> tuple[list[bytes], list[bool]]:
     every image's header) without decoding the images."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"benchmark file {path} does not exist; expected {BIN_LAYOUT}")
+        found = "is not a file" if path.exists() else "does not exist"
+        raise ValueError(f"benchmark file {path} {found}; expected {BIN_LAYOUT}")
     data = path.read_bytes()
     _check_opcodes(data, path)
     try:
