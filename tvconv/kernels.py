@@ -83,13 +83,19 @@ def _cpu_signature() -> str:
 
 
 def extension_name() -> str:
-    """The module's name: one per source version, compiler flags, CPU, torch and Python."""
+    """The module's name: one per source version, compiler flags, CPU, torch and Python, and
+    torch's header paths as this interpreter sees them. The build file names those paths, so two
+    environments sharing a build folder (a second checkout's venv, a symlinked one) would make
+    ninja rebuild on every alternation, about a minute each time: each gets its own folder."""
+    from torch.utils.cpp_extension import include_paths
+
     digest = hashlib.sha256(
         SOURCE.read_bytes()
         + " ".join(CFLAGS).encode()
         + _cpu_signature().encode()
         + torch.__version__.encode()
         + sys.version.encode()
+        + "\n".join(include_paths()).encode()
     ).hexdigest()[:12]
     return f"tvconv_cpu_{digest}"
 
@@ -125,8 +131,8 @@ def build_lock(folder: Path, wait_s: float = BUILD_WAIT_S, poll_s: float = 0.5) 
 @cache
 def _build() -> ModuleType:
     """Build (or load the built) extension in its own folder, from a copy of the source kept
-    there: every checkout of the same source then shares one build, never rebuilding another's
-    (torch's build file names the source path)."""
+    there: every checkout of the same source in one environment then shares one build, never
+    rebuilding another's (torch's build file names the source and include paths)."""
     from torch.utils.cpp_extension import load
 
     name = extension_name()

@@ -261,6 +261,19 @@ def test_each_source_version_builds_in_its_own_folder(tmp_path, monkeypatch):
     assert kernels.build_directory(other) == tmp_path / other
 
 
+def test_each_environment_builds_in_its_own_folder(monkeypatch):
+    """torch's build file names its header paths: two environments (a second checkout's venv, a
+    symlinked one) sharing one folder would rebuild on every alternation."""
+    import torch.utils.cpp_extension
+
+    name = kernels.extension_name()
+    elsewhere = [
+        path.replace("/", "/other/", 1) for path in torch.utils.cpp_extension.include_paths()
+    ]
+    monkeypatch.setattr(torch.utils.cpp_extension, "include_paths", lambda *args: elsewhere)
+    assert kernels.extension_name() != name
+
+
 def test_a_build_says_when_it_starts_and_ends_and_a_load_says_nothing(
     tmp_path, monkeypatch, capsys
 ):
