@@ -18,7 +18,7 @@ from pathlib import Path
 from analysis.report import (
     LAYOUT,
     Report,
-    complete_frame,
+    check_study,
     readme_text,
     render,
     render_layout,
@@ -107,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             status = 2
             continue
         _show(report, args.quiet)
+    if args.readme is not None and status != 0:
+        print(
+            f"error: {args.readme} is left as it was: a study above did not render, and its "
+            "block would mix old and new files",
+            file=sys.stderr,
+        )
+        return status
     if args.readme is not None:
         try:
             changed = update_readme(args.readme, args.results, args.preset)
@@ -151,7 +158,7 @@ def _checked_targets(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     for study, preset in targets:
         if study != LAYOUT:
             try:
-                complete_frame(study, preset, args.results)
+                check_study(study, preset, args.results)
             except ValueError as error:
                 problems.append(str(error))
     if problems:

@@ -604,6 +604,8 @@ def _batch_axis(ax: plt.Axes) -> None:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(plain)
     ax.set_yscale("log")
+    # 1, 2, 5 per decade: a panel spanning less than a decade still gets labelled ticks
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("batch size (log scale)")
@@ -699,6 +701,7 @@ def _ratio_panel(ax: plt.Axes, deploy: pd.DataFrame, precision: list[str]) -> No
             label=f"batch {batch}, {threads} thread{'s' if threads != '1' else ''}",
         )
     ax.axhline(1, color="black", linewidth=1)
+    ax.margins(y=0.35)  # headroom: the legend sits above the tallest bar, not on it
     _categorical_axis(ax, [label for label, _dw, _tv in pairs], "deployed model @ input px", 30)
     ax.set_ylabel("TVConv / depthwise latency (equal MACs)")
     ax.set_title("what equal MACs cost in time (1 = parity)")
@@ -767,6 +770,7 @@ def _layer_panel(ax: plt.Axes, layers: pd.DataFrame, precision: list[str]) -> No
         )
     ax.axhline(1, color="black", linewidth=1)
     ax.axhline(1.25, color="grey", linewidth=1, linestyle=":", label="kernels target (1.25)")
+    ax.margins(y=0.35)  # headroom for the legend above the bars
     _categorical_axis(ax, labels, "layer (channels, input, stride)", 30)
     ax.set_ylabel("cached TVConv / depthwise time")
     ax.set_title("single layer: cached TVConv vs depthwise conv")

@@ -98,6 +98,10 @@ def fresh_draw_differences(
     recorded differences of the same seeds (the seeds with both models saved)."""
     complete = [r for r in store.records()[0] if r.get("status") == "complete"]
     plus_runs, minus_runs = _cell_runs(store, complete, plus), _cell_runs(store, complete, minus)
+    first_plus, first_minus = next(iter(plus_runs.values())), next(iter(minus_runs.values()))
+    synthetic = _synthetic(first_plus)  # the data first: no models can pair cells that differ
+    if replace(_synthetic(first_minus), seed=None) != replace(synthetic, seed=None):
+        raise SpecError(f"cells {plus!r} and {minus!r} differ in their data: no paired benchmark")
     seeds = [
         s
         for s in sorted(set(plus_runs) & set(minus_runs))
@@ -112,8 +116,6 @@ def fresh_draw_differences(
             "need 2 (train them with `python -m studies run`)"
         )
     synthetic = _synthetic(plus_runs[seeds[0]])
-    if replace(_synthetic(minus_runs[seeds[0]]), seed=None) != replace(synthetic, seed=None):
-        raise SpecError(f"cells {plus!r} and {minus!r} differ in their data: no paired benchmark")
     networks = {}
     for side, runs in (("plus", plus_runs), ("minus", minus_runs)):
         for s in seeds:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,27 +263,56 @@ def render(
     folder = root / study / preset
     task = frame.runs["task"].iloc[0] if "task" in frame.runs else None
     is_profile = task == "profile" or "profile.model" in frame.runs
+    headline = SEG_HEADLINE if task == "fundus" else HEADLINE
+    found = _judged(frame, study, preset)  # first: a store they refuse leaves no file rewritten
     if is_profile:
         markdown, tables, figure_paths, numbers = _profile_report(frame, folder)
     elif task == "fundus":
         markdown, tables, figure_paths, numbers = _fundus_report(frame, folder)
     else:
         markdown, tables, figure_paths, numbers = _face_report(frame, folder, root)
-    found = pd.DataFrame()
-    headline = SEG_HEADLINE if task == "fundus" else HEADLINE
     if not is_profile:
-        contrasts, planned = list(study_contrasts(study)), planned_cells(study, preset)
-        found = verdicts(frame.runs, contrasts, headline, planned, planned_seeds(study, preset))
         verdict_markdown, verdict_paths = _verdict_files(found, frame, folder)
         markdown += verdict_markdown
         tables += verdict_paths
-    problems = frame.problems()
+    problems = frame.problems() + _without_headline(frame.runs, headline)
     if problems:
         tables.append(_write(folder / "tables" / "problems.txt", "\n".join(problems) + "\n"))
     report = Report(study, preset, markdown, tables, figure_paths, problems)
     if wandb:
         log_to_wandb(report, numbers, root, found, headline)
     return report
+
+
+def _judged(frame: StudyFrame, study: str, preset: str) -> pd.DataFrame:
+    """The study's verdicts (none for the profile study); a ValueError when its contrasts cannot
+    be judged on this store (a selector matching two cells: runs of two training lengths)."""
+    runs = frame.runs
+    task = runs["task"].iloc[0] if "task" in runs else None
+    if task == "profile" or "profile.model" in runs:
+        return pd.DataFrame()
+    headline = SEG_HEADLINE if task == "fundus" else HEADLINE
+    contrasts, planned = list(study_contrasts(study)), planned_cells(study, preset)
+    return verdicts(runs, contrasts, headline, planned, planned_seeds(study, preset))
+
+
+def _without_headline(runs: pd.DataFrame, headline: str) -> list[str]:
+    """One line per complete run whose headline metric is missing or NaN: the table's n and
+    mean leave it out while its other columns count it, so the reader is told which."""
+    usable = complete_runs(runs)
+    if headline not in usable:
+        return []
+    return [
+        f"no {headline}: {row.run_id} {row.cell} seed={row.seed} (left out of its cell's n and "
+        "mean; its other metrics are counted)"
+        for row in usable[usable[headline].isna()].itertuples()
+    ]
+
+
+def check_study(study: str, preset: str, root: str | Path) -> None:
+    """What ``render`` would refuse, found without writing: no complete run, contrasts that
+    cannot be judged (``python -m analysis`` checks every named study first)."""
+    _judged(complete_frame(study, preset, root), study, preset)
 
 
 def complete_frame(study: str, preset: str, root: str | Path) -> StudyFrame:
@@ -426,7 +456,7 @@ def rendered_studies(root: Path, preset: str) -> list[str]:
     ]
 
 
-def readme_section(root: Path, preset: str = "quick") -> str:
+def readme_section(root: Path, preset: str = "quick", readme_folder: Path = Path()) -> str:
     """The README's results block: per study its figures and tables as rendered under ``root``
     (studies without rendered tables are skipped), then Fig. 1."""
     root = Path(root)
@@ -449,18 +479,24 @@ def readme_section(root: Path, preset: str = "quick") -> str:
         for name in (study, *extra_figures):
             figure = folder / "figures" / f"{name}.png"
             if figure.exists():
-                parts.append(f"![{study}: {name}]({figure.as_posix()})\n")
+                parts.append(f"![{study}: {name}]({_link(figure, readme_folder)})\n")
         for path in tables:
             text = path.read_text()
             parts.append(text.split("\n", 2)[2] if text.startswith("### ") else text)
     layout = root / "figures" / "layout_variance.png"
     if layout.exists():
         parts.append("### The premise: layout-aware data (the paper's Fig. 1)\n")
-        parts.append(f"![layout variance]({layout.as_posix()})\n")
+        parts.append(f"![layout variance]({_link(layout, readme_folder)})\n")
         if layout.with_suffix(".md").exists():
             parts.append(layout.with_suffix(".md").read_text())
     parts.append(README_END)
     return "\n".join(parts) + "\n"
+
+
+def _link(path: Path, readme_folder: Path) -> str:
+    """``path`` as the README links it: relative to the README's folder, wherever the command
+    ran from or however ``--results`` was written."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(readme_folder).resolve())).as_posix()
 
 
 def training_text(runs: pd.DataFrame) -> str | None:
@@ -552,7 +588,8 @@ def update_readme(readme: Path, root: Path, preset: str = "quick") -> bool:
         )
     head, rest = text.split(README_BEGIN, 1)
     _old, tail = rest.split(README_END, 1)
-    new = head + readme_section(root, preset).rstrip("\n") + tail
+    section = readme_section(root, preset, Path(readme).parent)
+    new = head + section.rstrip("\n") + tail
     if new != text:
         Path(readme).write_text(new)
     return new != text

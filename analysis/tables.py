@@ -308,7 +308,7 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
         if training:
             row.append(training.get(cell, "–"))
         if not paired.empty:
-            row.append(_paired_text(paired.loc[cell]) if cell in paired.index else "baseline")
+            row.append(_delta_text(usable, paired, cell))
         rows.append(row)
     for column, metric in enumerate(metrics, start=2):
         bold |= _bold_best(summaries[metric], cells, column, higher=True)
@@ -343,11 +343,32 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             "TVConv cells with two pairs or more] "
             "and the Holm-adjusted p-value (pairs where TVConv is higher / pairs)."
         )
-    notes += _one_seed_notes(usable)
+    notes += _one_seed_notes(usable) + _unpaired_notes(usable, paired)
     numbers = _long_form(summaries, paired, HEADLINE)
     if floor_numbers:
         numbers = pd.concat([numbers, pd.DataFrame(floor_numbers)], ignore_index=True)
     return Table(header, rows, bold, notes), numbers
+
+
+def _delta_text(usable: pd.DataFrame, paired: pd.DataFrame, cell: str) -> str:
+    """A cell's Δ entry: its paired difference; ``baseline`` for a depthwise cell; for a TVConv
+    cell none of whose runs has a depthwise partner, a dash saying so (not ``baseline``)."""
+    if cell in paired.index:
+        return _paired_text(paired.loc[cell])
+    atoms = set(usable.loc[usable["cell"] == cell, "model.atom"])
+    if atoms == {"dw"}:
+        return "baseline"
+    return "– (no dw run of its seeds and settings)" if "tvconv" in atoms else "–"
+
+
+def _unpaired_notes(usable: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
+    """Why a table of TVConv cells has no Δ column: none of them has a depthwise partner."""
+    if not paired.empty or "model.atom" not in usable or "tvconv" not in set(usable["model.atom"]):
+        return []
+    return [
+        "No Δ column: no run of these cells has a depthwise run of the same seed and settings "
+        "to be paired with."
+    ]
 
 
 def _paired_text(row: pd.Series) -> str:
@@ -485,9 +506,7 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
         row += [_with_ci(summaries[m].loc[cell]) for m, _h, _b in metrics]
         row += [number(summaries[m].loc[cell, "mean"] * s, 3) for m, _h, s in costs]
         if not paired.empty:
-            is_dw = (usable.loc[usable["cell"] == cell, "model.atom"] == "dw").all()
-            fallback = "baseline" if is_dw else "–"
-            row.append(_paired_text(paired.loc[cell]) if cell in paired.index else fallback)
+            row.append(_delta_text(usable, paired, cell))
         rows.append(row)
     domain_of = usable.groupby("cell")["data.held_out"].first()
     for column, (metric, _header, higher) in enumerate(metrics, start=2):
@@ -506,7 +525,7 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
             "same seed and data, mean [Student-t 95% CI, Holm-adjusted over the cells compared] "
             "and the Holm-adjusted p-value (pairs where the cell is higher / pairs)."
         )
-    notes += _one_seed_notes(usable)
+    notes += _one_seed_notes(usable) + _unpaired_notes(usable, paired)
     return Table(header, rows, bold, notes), _long_form(summaries, paired, SEG_HEADLINE)
 
 

@@ -11,6 +11,7 @@ from studies.store import Store
 from tests.analysis.conftest import face_record
 from tests.analysis.test_figures import profile_records
 from tests.wandb_log import read_run
+from tvconv.config import result_hash
 
 
 def test_cli_writes_tables_and_figures_and_prints_markdown(aug_store, capsys):
@@ -112,6 +113,48 @@ def test_a_spec_that_does_not_load_is_reported_in_one_line(tmp_path, capsys, mon
     assert "broken.yaml: YAML syntax error" in capsys.readouterr().err
 
 
+def test_a_store_the_verdicts_refuse_is_refused_before_any_file_and_the_readme_kept(
+    aug_store, tmp_path, capsys
+):
+    """Runs of one cell at two training lengths make a contrast's selector match two cells:
+    the study is refused before its tables are written, and --readme keeps the old block."""
+    from analysis.report import README_BEGIN, README_END
+
+    longer = face_record(
+        "aug",
+        "atom=tvconv augment=hflip",
+        0,
+        70.0,
+        **{"data.augment": "hflip", "optim.epochs": 9},
+    )
+    aug_store.write(longer)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\nkept\n{README_END}\n")
+    argv = ["aug", "--results", str(aug_store.root), "--no-wandb", "--readme", str(readme)]
+    assert main(argv) == 2
+    assert "matches several cells" in capsys.readouterr().err
+    assert not (aug_store.root / "aug" / "quick" / "tables").exists()
+    assert not (aug_store.root / "aug" / "quick" / "figures").exists()
+    assert readme.read_text() == f"{README_BEGIN}\nkept\n{README_END}\n"
+    argv = ["--all", "--results", str(aug_store.root), "--no-wandb", "--readme", str(readme)]
+    assert main(argv) == 2
+    assert "is left as it was" in capsys.readouterr().err
+    assert readme.read_text() == f"{README_BEGIN}\nkept\n{README_END}\n"
+
+
+def test_a_run_without_its_headline_is_named_in_the_problems(aug_store):
+    record = face_record("aug", "atom=dw augment=rot30", 2, 57.0, **{"model.atom": "dw"})
+    record = {**record, "metrics": {**record["metrics"], "mean_acc_pct": float("nan")}}
+    record["config"]["face"]["data"]["augment"] = "rot30"
+    record["run_id"] = result_hash("face", record["config"]["face"])
+    aug_store.write(record)
+    report = render("aug", "quick", aug_store.root, wandb=False)
+    assert any(
+        line.startswith(f"no mean_acc_pct: {record['run_id']} atom=dw augment=rot30 seed=2")
+        for line in report.problems
+    )
+
+
 def test_failed_runs_are_reported_in_problems_file(aug_store):
     from tests.analysis.conftest import face_record
 
@@ -189,7 +232,7 @@ def test_readme_results_block_is_regenerated_from_the_rendered_files(aug_store, 
     text = readme.read_text()
     assert "old text" not in text and text.startswith("# Title\n") and text.endswith("## After\n")
     assert "### Question 1: robustness to augmentation (`aug`, quick preset)" in text
-    assert f"![aug: aug]({root}/aug/quick/figures/aug.png)" in text
+    assert "![aug: aug](results/aug/quick/figures/aug.png)" in text  # from the README's folder
     assert "| atom=tvconv augment=hflip | 3 |" in text
     assert "Trained on: 16 synthetic identities x 4 images, 4 steps.\n" in text
     assert main(["--results", root, "--readme", str(readme)]) == 0

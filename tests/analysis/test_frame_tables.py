@@ -5,7 +5,7 @@ import pytest
 
 from analysis.frame import baseline_key, load_records, load_study, sort_runs
 from analysis.tables import face_table, latex_escape, number, profile_tables
-from tests.analysis.conftest import BENCHMARKS, aug_records, face_record
+from tests.analysis.conftest import AUG_VALUES, BENCHMARKS, aug_records, face_record
 from tests.analysis.test_figures import precision_records, profile_records
 
 
@@ -106,6 +106,18 @@ def test_face_table_values_bold_best_and_paired_column():
     assert "| **63.5 ± 2.0** |" in markdown
     assert "Holm-adjusted over the 2 TVConv cells" in markdown
     assert set(numbers["metric"]) >= {"mean_acc_pct", "clean_acc_pct", "diff_mean_acc_pct"}
+
+
+def test_a_tvconv_cell_without_a_depthwise_partner_is_not_called_the_baseline():
+    values = {k: v for k, v in AUG_VALUES.items() if k != ("dw", "rot30")}
+    table, _ = face_table(load_records(aug_records(values)))
+    rows = {row[0]: row for row in table.rows}
+    assert rows["atom=dw augment=hflip"][-1] == "baseline"
+    assert rows["atom=tvconv augment=rot30"][-1] == "– (no dw run of its seeds and settings)"
+    tvconv_only = {k: v for k, v in AUG_VALUES.items() if k[0] == "tvconv"}
+    table, _ = face_table(load_records(aug_records(tvconv_only)))
+    assert not any(h.startswith("Δ") for h in table.header)
+    assert any(note.startswith("No Δ column: no run of these cells") for note in table.notes)
 
 
 def test_floor_rows_follow_the_cells_with_what_each_floor_depends_on():
