@@ -20,6 +20,8 @@ from studies.tracking import sync_offline_runs
 from studies.views import save_views
 from tvconv.config import refuse_repeated_keys
 
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+
 
 def _overrides(assignments: list[str]) -> dict:
     parsed = {}
@@ -193,3 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the runs in flight stopped (no record; their epoch checkpoints stay, "
+            "so running the same command again resumes them)",
+            file=sys.stderr,
+        )
+        return INTERRUPTED

@@ -89,13 +89,25 @@ def _metrics_damage(metrics: dict) -> str | None:
 
 
 def _config_damage(record: dict) -> str | None:
-    """Why a record of this ``RESULTS_VERSION`` does not belong to its run_id: its config no
-    longer hashes to it, or its seed or task differ from its config's (a record edited after
-    its run). Records without a config, or of another version, are not checked."""
+    """Why a record does not belong to its run_id: one of this ``RESULTS_VERSION`` whose config
+    no longer hashes to it, or whose seed or task differ from its config's; one of another
+    version that carries this version's run_id (a record edited after its run). Records without
+    a config are not checked; a genuinely stale record is not damaged (the analysis lists it)."""
     config = record.get("config") or {}
     task = config.get("task")
     section = config.get(task) if isinstance(task, str) else None
-    if not isinstance(section, dict) or record.get("results_version") != tvconv.RESULTS_VERSION:
+    if not isinstance(section, dict):
+        return None
+    if record.get("results_version") != tvconv.RESULTS_VERSION:
+        try:  # a stale record of this version's run_id: its results_version was edited
+            current = result_hash(task, section) == record["run_id"]
+        except (AttributeError, TypeError, ValueError):
+            current = False
+        if current:
+            return (
+                f"its results_version {record.get('results_version')!r} is not the "
+                f"{tvconv.RESULTS_VERSION} its run_id was made with (edited after the run?)"
+            )
         return None
     if record.get("task", task) != task:
         return f"its task {record['task']!r} is not its config's {task!r}"

@@ -293,7 +293,7 @@ class Tracker:
 
 def track_run(root: Path, run, reused_from: str | None = None) -> Tracker:
     """The tracker of one training or profiling run (``reused_from``: the store a copied record
-    came from)."""
+    came from), under its fixed W&B id (``training_run_id``)."""
     tags = run_tags(run) + (["reused"] if reused_from else [])
     config = run_config(run) | ({"reused_from": reused_from} if reused_from else {})
     return Tracker(
@@ -303,4 +303,12 @@ def track_run(root: Path, run, reused_from: str | None = None) -> Tracker:
         name=f"{run.preset} {run.cell} seed={run.seed}",
         config=config,
         tags=tags,
+        run_id=training_run_id(run),
     )
+
+
+def training_run_id(run) -> str:
+    """The W&B id of a run's execution in one study and preset: fixed, so a run resumed after a
+    kill (or re-run with ``--force``) replaces its earlier offline W&B run, or (online) goes on
+    in it, instead of leaving a second, partial one: one W&B run per record."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{run.study}-{run.preset}-{run.run_id}")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tvconv
 from analysis.frame import load_study
 from analysis.report import render
 from studies.cli import main
@@ -240,7 +241,8 @@ base:
   optim.batch_size: 16
   model.atom: dw
 grid:
-  - optim.lr: [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002, 0.0001, 0.00005]
+  - optim.lr: [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002, 0.0001, 0.00005,
+              0.00002]
 presets:
   smoke: {base: smoke, seeds: [0]}
 """
@@ -257,6 +259,7 @@ DAMAGE = {
         {**record, "metrics": {**record["metrics"], "mean_acc_pct": "high"}}
     ),
     "an edited seed": lambda record: json.dumps({**record, "seed": 7}),
+    "an edited version": lambda record: json.dumps({**record, "results_version": 4}),
     "an edited config": lambda record: json.dumps(
         {
             **record,
@@ -279,26 +282,27 @@ def test_damaged_records_are_rerun_with_a_warning_and_listed(tmp_path):
     assert run_study(load_spec(spec_path), "smoke", results, out=io.StringIO()) == 0
     store = Store(results, "tiny", "smoke")
     records, bad = store.records()
-    assert len(records) == 11 and not bad
+    assert len(records) == 12 and not bad
     damaged = {}
-    for (kind, damage), record in zip(DAMAGE.items(), records[:10], strict=True):
+    for (kind, damage), record in zip(DAMAGE.items(), records[:11], strict=True):
         path = store.record_path(record["run_id"])
         path.write_text(damage(record))
         damaged[path] = kind
     report = render("tiny", "smoke", results, wandb=False)  # the intact run
     problems = (results / "tiny" / "smoke" / "tables" / "problems.txt").read_text()
     assert all(str(path) in problems for path in damaged)
-    assert len(report.problems) == 10
+    assert len(report.problems) == 11
     assert "metric 'mean_acc_pct' is a str ('high'), expected a number" in problems
     assert "its seed 7 is not its config's seed 0" in problems
     assert "(edited after the run?)" in problems
+    assert f"its results_version 4 is not the {tvconv.RESULTS_VERSION} its run_id" in problems
     out = io.StringIO()
     assert run_study(load_spec(spec_path), "smoke", results, out=out) == 0
     text = out.getvalue()
-    assert "11 runs, 10 to run" in text
+    assert "12 runs, 11 to run" in text
     assert all(f"warning: {path} is damaged" in text for path in damaged)
     records, bad = store.records()
-    assert len(records) == 11 and not bad
+    assert len(records) == 12 and not bad
 
 
 def test_the_plan_check_decodes_nothing_and_a_run_reads_benchmarks_first(data, monkeypatch):

@@ -543,6 +543,32 @@ def test_a_closed_pipe_ends_the_listing_quietly():
     assert completed.stderr == ""  # no BrokenPipeError traceback
 
 
+@pytest.mark.slow
+def test_sigint_to_the_runner_alone_stops_its_workers_and_exits_130(write_spec, tmp_path):
+    """Ctrl-C reaches the whole process group; a SIGINT sent to the runner alone (kill -INT)
+    must stop the runs in flight too, not wait for them to finish, and say it was interrupted
+    (130, not 1: no run failed)."""
+    spec, results = write_spec(), tmp_path / "results"
+    store = Store(results, "tiny", "smoke")
+    runner = subprocess.Popen(
+        [*run_command(spec, results), "--jobs", "2", "optim.epochs=2000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while len(store.events()) < 2 and time.time() < deadline:  # two runs in flight
+        time.sleep(0.2)
+    runner.send_signal(signal.SIGINT)
+    try:
+        _out, err = runner.communicate(timeout=30)
+    finally:
+        runner.kill()
+    assert runner.returncode == 130
+    assert "interrupted: the runs in flight stopped" in err and "Traceback" not in err
+    assert not list(store.runs_dir.glob("*.json"))  # no run was recorded as done or failed
+
+
 RUNNER_STAND_IN = """
 import os, sys, time
 import multiprocessing

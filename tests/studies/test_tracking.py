@@ -72,6 +72,20 @@ def test_reused_records_are_mirrored_into_their_study(write_spec, tmp_path, offl
     assert [row["epoch"] for row in reused.history if "epoch/loss" in row] == [1]
 
 
+def test_a_run_executed_again_leaves_one_w_and_b_run(write_spec, tmp_path, offline):
+    """A run resumed after a kill, or re-run with --force, keeps its fixed W&B id: its earlier
+    offline run is replaced, not left beside the new one to be uploaded too."""
+    results = tmp_path / "results"
+    spec = write_spec()
+    sweep(spec, results)
+    first = {folder.name for folder in tracking.offline_runs(results)}
+    sweep(spec, results, force=True)
+    folders = tracking.offline_runs(results)
+    assert len(folders) == 2 and not first & {folder.name for folder in folders}
+    ids = {run.id for run in offline_runs(results)}
+    assert all(re.fullmatch(r"tiny-smoke-[0-9a-f]{16}", run_id) for run_id in ids) and len(ids) == 2
+
+
 def test_sync_dry_run_lists_exactly_the_offline_runs(write_spec, tmp_path, offline, capfd):
     results = tmp_path / "results"
     assert main(["sync", "--results", str(results), "--dry-run"]) == 0
