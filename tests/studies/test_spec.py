@@ -14,7 +14,7 @@ def test_every_shipped_spec_loads_and_expands():
         "convergence": 18,
         "depth": 15,
         "init": 15,
-        "profile": 22,
+        "profile": 28,
         "seg": 24,
         "tradeoff": 15,
         "weightgen": 20,
