@@ -99,7 +99,7 @@ def fresh_draw_differences(
     complete = [r for r in store.records()[0] if r.get("status") == "complete"]
     plus_runs, minus_runs = _cell_runs(store, complete, plus), _cell_runs(store, complete, minus)
     first_plus, first_minus = next(iter(plus_runs.values())), next(iter(minus_runs.values()))
-    synthetic = _synthetic(first_plus)  # the data first: no models can pair cells that differ
+    synthetic = _synthetic(first_plus)  # the data first: no models pair cells that differ
     if replace(_synthetic(first_minus), seed=None) != replace(synthetic, seed=None):
         raise SpecError(f"cells {plus!r} and {minus!r} differ in their data: no paired benchmark")
     seeds = [
@@ -115,7 +115,6 @@ def fresh_draw_differences(
             f"{store.folder}: {len(seeds)} seed(s) with both cells' models saved under models/; "
             "need 2 (train them with `python -m studies run`)"
         )
-    synthetic = _synthetic(plus_runs[seeds[0]])
     networks = {}
     for side, runs in (("plus", plus_runs), ("minus", minus_runs)):
         for s in seeds:

@@ -261,9 +261,7 @@ def render(
     root = Path(root)
     frame = complete_frame(study, preset, root)
     folder = root / study / preset
-    task = frame.runs["task"].iloc[0] if "task" in frame.runs else None
-    is_profile = task == "profile" or "profile.model" in frame.runs
-    headline = SEG_HEADLINE if task == "fundus" else HEADLINE
+    task, is_profile, headline = _kind(frame.runs)
     found = _judged(frame, study, preset)  # first: a store they refuse leaves no file rewritten
     if is_profile:
         markdown, tables, figure_paths, numbers = _profile_report(frame, folder)
@@ -284,16 +282,21 @@ def render(
     return report
 
 
+def _kind(runs: pd.DataFrame) -> tuple[str | None, bool, str]:
+    """(task, whether the runs are profile measurements, the headline metric) of a study."""
+    task = runs["task"].iloc[0] if "task" in runs else None
+    is_profile = task == "profile" or "profile.model" in runs
+    return task, is_profile, SEG_HEADLINE if task == "fundus" else HEADLINE
+
+
 def _judged(frame: StudyFrame, study: str, preset: str) -> pd.DataFrame:
     """The study's verdicts (none for the profile study); a ValueError when its contrasts cannot
     be judged on this store (a selector matching two cells: runs of two training lengths)."""
-    runs = frame.runs
-    task = runs["task"].iloc[0] if "task" in runs else None
-    if task == "profile" or "profile.model" in runs:
+    _task, is_profile, headline = _kind(frame.runs)
+    if is_profile:
         return pd.DataFrame()
-    headline = SEG_HEADLINE if task == "fundus" else HEADLINE
     contrasts, planned = list(study_contrasts(study)), planned_cells(study, preset)
-    return verdicts(runs, contrasts, headline, planned, planned_seeds(study, preset))
+    return verdicts(frame.runs, contrasts, headline, planned, planned_seeds(study, preset))
 
 
 def _without_headline(runs: pd.DataFrame, headline: str) -> list[str]:
@@ -465,8 +468,9 @@ def readme_section(root: Path, preset: str = "quick", readme_folder: Path = Path
     if glance is not None:
         parts.append(f"### Verdicts at a glance ({preset} preset)\n")
         parts.append(glance.markdown())
+    rendered = rendered_studies(root, preset)
     for study, table_names, extra_figures, heading in README_STUDIES:
-        if study not in rendered_studies(root, preset):
+        if study not in rendered:
             continue
         folder = root / study / preset
         tables = [folder / "tables" / f"{name}.md" for name in table_names]

@@ -30,13 +30,13 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from studies.config import TASKS
 from studies.execute import duration, execute_run, new_record, threads_per_job
 from studies.spec import Run, SpecError
 from studies.store import Store
+from tvconv._engine import device_problem, visible_gpus
 
 
 class _Progress:
@@ -105,25 +105,16 @@ def _record_failure(run: Run, root: Path, error: BaseException) -> None:
         )
 
 
-def visible_gpus() -> int:
-    """The CUDA devices this process sees (after ``CUDA_VISIBLE_DEVICES``)."""
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def check_devices(runs: list[Run]) -> None:
     """Refuse, before anything runs, runs on ``device=cuda[:N]`` where no such GPU is visible
     (the ``gpu`` presets on a CPU machine): every run would fail at its start."""
-    count = visible_gpus()
+    visible = visible_gpus()
     for run in runs:
-        device = getattr(run.config.section, "device", "auto")
-        if device.startswith("cuda"):
-            index = int(device.partition(":")[2] or 0)
-            if index >= count:
-                seen = f"GPUs 0-{count - 1}" if count else "no CUDA device"
-                message = f"{run.cell} seed={run.seed}: device={device} but this machine has {seen}"
-                if run.preset == "gpu":
-                    message += "; the gpu preset needs a GPU (on the CPU: --preset quick)"
-                raise SpecError(message)
+        if problem := device_problem(getattr(run.config.section, "device", "auto"), visible):
+            message = f"{run.cell} seed={run.seed}: {problem}"
+            if run.preset == "gpu":
+                message += "; the gpu preset needs a GPU (on the CPU: --preset quick)"
+            raise SpecError(message)
 
 
 def choose_gpus(runs: list[Run], requested: list[int] | None) -> list[int] | None:

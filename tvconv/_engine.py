@@ -116,14 +116,17 @@ def check_batch_size(batch_size: int, images: int) -> None:
         fail("optim.batch_size", batch_size, f"at most the {images} training images")
 
 
-def device_problem(device: str) -> str | None:
-    """Why this machine cannot run on ``device`` (``cuda[:N]`` without that GPU), or None."""
-    if not device.startswith("cuda"):
+def visible_gpus() -> int:
+    """The CUDA devices this process sees (after ``CUDA_VISIBLE_DEVICES``)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def device_problem(device: str, visible: int) -> str | None:
+    """Why a machine with ``visible`` GPUs cannot run on ``device`` (``cuda[:N]`` without that
+    GPU), or None."""
+    if not device.startswith("cuda") or int(device.partition(":")[2] or 0) < visible:
         return None
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if int(device.partition(":")[2] or 0) < count:
-        return None
-    seen = f"GPUs 0-{count - 1}" if count else "no CUDA device"
+    seen = f"GPUs 0-{visible - 1}" if visible else "no CUDA device"
     return f"device={device} but this machine has {seen}"
 
 
@@ -131,17 +134,18 @@ def check_machine(config: object) -> None:
     """What a run asks of this machine, checked before it starts (a ValueError naming the key):
     its device, mixed precision that needs CUDA (fp16 trains without loss scaling elsewhere) and
     a checkpoint folder it can write."""
-    if problem := device_problem(config.device):
+    if problem := device_problem(config.device, visible_gpus()):
         raise ValueError(problem)
     on_cuda = config.device.startswith("cuda") or (
         config.device == "auto" and torch.cuda.is_available()
     )
     if config.amp == "fp16" and not on_cuda:
         fail("amp", config.amp, "bf16 or off on the CPU (fp16 needs CUDA for its loss scaling)")
-    if config.checkpoint_dir is not None:
-        folder = Path(config.checkpoint_dir)
-        if problem := output_problem(folder / CHECKPOINT, "checkpoint_dir"):
-            raise ValueError(problem.replace(f" {folder / CHECKPOINT}:", f" {folder}:", 1))
+    folder = config.checkpoint_dir
+    if folder is not None and (
+        problem := output_problem(Path(folder) / CHECKPOINT, "checkpoint_dir")
+    ):
+        raise ValueError(problem)
 
 
 def start_runtime(config: object) -> Runtime:
