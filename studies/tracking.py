@@ -279,13 +279,21 @@ class Tracker:
             self._disable(error)
 
     def finish(self, summary: dict, failed: bool = False) -> None:
+        """Close the run with ``summary`` and wait until W&B has written all of it: ``finish``
+        only tells wandb-core the run is done, and the core flushes the offline log later (a log
+        read at once could hold nothing, and an earlier run's late writes could re-create the
+        folder a re-run just replaced), so the core is shut down here; the next run starts it
+        again (about 0.2 s)."""
         if self.run is None:
             return
         try:
+            import wandb
+
             self.run.summary.update(
                 {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
             )
             self.run.finish(exit_code=1 if failed else 0)
+            wandb.teardown()
         except Exception as error:
             self._disable(error)
         self.run = None

@@ -86,6 +86,31 @@ def test_a_run_executed_again_leaves_one_w_and_b_run(write_spec, tmp_path, offli
     assert all(re.fullmatch(r"tiny-smoke-[0-9a-f]{16}", run_id) for run_id in ids) and len(ids) == 2
 
 
+def test_a_finished_run_is_on_disk_when_finish_returns(tmp_path, monkeypatch):
+    """``run.finish`` only tells wandb-core the run is done and the core flushes the offline log
+    later (read at once, a log once held only its 7-byte header): the tracker shuts the core
+    down before it returns, so what it wrote can be read, synced or replaced at once."""
+    import wandb
+
+    from tests.wandb_log import read_run
+
+    real_teardown = wandb.teardown
+    calls = []
+    monkeypatch.setattr(wandb, "teardown", lambda: calls.append(1) or real_teardown())
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for number in range(3):
+        tracker = tracking.Tracker(
+            tmp_path, group="g", job_type="train", name="n", config={"a": 1}, run_id=f"r{number}"
+        )
+        tracker.log({"x": 1.0})
+        tracker.finish({"score": 2.5})
+        assert len(calls) == number + 1
+        (folder,) = tracking.offline_folder(tmp_path).glob(f"offline-run-*-r{number}")
+        run = read_run(folder)
+        assert run.id == f"r{number}" and run.config == {"a": 1}
+        assert run.summary["score"] == 2.5
+
+
 def test_sync_dry_run_lists_exactly_the_offline_runs(write_spec, tmp_path, offline, capfd):
     results = tmp_path / "results"
     assert main(["sync", "--results", str(results), "--dry-run"]) == 0
