@@ -252,6 +252,7 @@ def translation_variant_conv(
     backward is hand-written (``_CppTranslationVariantConv``, ``_TritonTranslationVariantConv``,
     ``_TranslationVariantConv``).
     """
+    _check_op_args(x, weight, bias, stride)
     choice = kernels.choose(x, weight, bias)
     if choice == "cpp":
         return _CppTranslationVariantConv.apply(x, weight, bias, stride)
@@ -264,6 +265,33 @@ def translation_variant_conv(
         return _TranslationVariantConv.apply(x, weight, bias, stride)
     with torch.no_grad():
         return reference_translation_variant_conv(x, weight, bias, stride)
+
+
+def _check_op_args(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int
+) -> None:
+    """The shapes every path needs (the Triton and eager paths would read out of bounds or
+    return a wrong-sized output rather than fail). Raises ValueError."""
+    if not _is_int(stride) or stride < 1:
+        raise ValueError(f"stride must be a positive int, got {stride!r}")
+    if x.dim() != 4 or weight.dim() != 5:
+        raise ValueError(
+            f"expected x (N, C, H_in, W_in) and weight (C, k, k, H, W), got x "
+            f"{tuple(x.shape)} and weight {tuple(weight.shape)}"
+        )
+    channels, k, k_w, out_h, out_w = weight.shape
+    if k != k_w or k % 2 == 0:
+        raise ValueError(f"weight (C, k, k, H, W) needs a square odd k, got {tuple(weight.shape)}")
+    expected = (output_size(x.shape[2], k, stride), output_size(x.shape[3], k, stride))
+    if channels != x.shape[1] or (out_h, out_w) != expected:
+        raise ValueError(
+            f"weight {tuple(weight.shape)} does not fit x {tuple(x.shape)} at stride {stride}: "
+            f"expected ({x.shape[1]}, {k}, {k}, {expected[0]}, {expected[1]})"
+        )
+    if bias is not None and tuple(bias.shape) != (channels, out_h, out_w):
+        raise ValueError(
+            f"bias must have shape (C, H, W) = {(channels, out_h, out_w)}, got {tuple(bias.shape)}"
+        )
 
 
 def _is_int(value: object) -> bool:

@@ -263,3 +263,27 @@ def test_from_tensors_validates_shapes():
         TVConvDeploy.from_tensors(torch.zeros(3, 3, 3, 4))
     with pytest.raises(ValueError, match=r"bias must have shape \(3, 4, 4\)"):
         TVConvDeploy.from_tensors(torch.zeros(3, 3, 3, 4, 4), torch.zeros(3, 5, 5))
+
+
+@pytest.mark.parametrize("kernel", ["eager", "cpp"])
+@pytest.mark.parametrize(
+    ("weight_shape", "bias_shape", "stride", "message"),
+    [
+        ((2, 3, 3, 8, 8), None, 1, r"expected \(3, 3, 3, 8, 8\)"),  # channels
+        ((3, 3, 3, 7, 8), None, 1, r"expected \(3, 3, 3, 8, 8\)"),  # output height
+        ((3, 3, 3, 8, 8), None, 2, r"at stride 2: expected \(3, 3, 3, 4, 4\)"),
+        ((3, 4, 4, 8, 8), None, 1, "square odd k"),
+        ((3, 3, 5, 8, 8), None, 1, "square odd k"),
+        ((3, 3, 3, 8, 8), (3, 4, 4), 1, r"bias must have shape \(C, H, W\) = \(3, 8, 8\)"),
+        ((3, 3, 3, 8, 8), None, 0, "stride must be a positive int"),
+    ],
+)
+def test_core_op_refuses_shapes_that_do_not_fit_on_every_path(
+    kernel, weight_shape, bias_shape, stride, message, monkeypatch
+):
+    """The shapes are checked before the kernel is chosen: the Triton and eager paths would
+    read out of bounds or return a wrong-sized output instead of failing."""
+    monkeypatch.setenv("TVCONV_KERNEL", kernel)
+    bias = None if bias_shape is None else torch.randn(bias_shape)
+    with pytest.raises(ValueError, match=message):
+        translation_variant_conv(torch.randn(2, 3, 8, 8), torch.randn(weight_shape), bias, stride)
