@@ -24,23 +24,35 @@ class ImageError(ValueError):
     when the data is loaded, before training (``python -m tvconv.train`` exits 2 on it)."""
 
 
-def open_image(source: Path | bytes, what: str) -> Image.Image:
+def _unreadable(what: str, error: Exception, expected: str) -> ImageError:
+    """The error for an image that cannot be read: what it is, why (Pillow's reason, without
+    the in-memory buffer's repr for a benchmark's encoded image) and the layout expected."""
+    if isinstance(error, UnidentifiedImageError):
+        reason = f"not an image format Pillow reads (e.g. {', '.join(IMAGE_SUFFIXES)})"
+    else:
+        reason = str(error)
+    return ImageError(f"cannot read image {what}: {reason}; expected {expected}")
+
+
+def open_image(source: Path | bytes, what: str, expected: str) -> Image.Image:
+    """``source`` decoded; ``what`` names it and ``expected`` is the data layout it belongs to,
+    both for the error (ImageError) when it cannot be read."""
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         image.load()
     except (OSError, UnidentifiedImageError) as error:
-        raise ImageError(f"cannot read image {what}: {error}") from error
+        raise _unreadable(what, error, expected) from error
     return image
 
 
-def check_image_header(source: Path | bytes, what: str) -> None:
-    """Raise ValueError unless ``source`` starts like an image Pillow can read (the header only:
+def check_image_header(source: Path | bytes, what: str, expected: str) -> None:
+    """Raise ImageError unless ``source`` starts like an image Pillow can read (the header only:
     nothing is decoded)."""
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source):
             pass
     except (OSError, UnidentifiedImageError) as error:
-        raise ImageError(f"cannot read image {what}: {error}") from error
+        raise _unreadable(what, error, expected) from error
 
 
 def to_tensor(
@@ -60,8 +72,10 @@ def to_tensor(
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
-def decode_rgb(source: Path | bytes, size: int | tuple[int, int] | None, what: str) -> torch.Tensor:
-    return to_tensor(open_image(source, what), size)
+def decode_rgb(
+    source: Path | bytes, size: int | tuple[int, int] | None, what: str, expected: str
+) -> torch.Tensor:
+    return to_tensor(open_image(source, what, expected), size)
 
 
 def decode_all(

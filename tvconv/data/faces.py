@@ -99,12 +99,14 @@ def load_image_folder(
     label_tensor = torch.tensor(labels)
     name = Path(root).name
     if in_memory:
-        images = decode_all(paths, lambda p: decode_rgb(p, image_size, str(p)), f"decoding {name}")
+        images = decode_all(
+            paths, lambda p: decode_rgb(p, image_size, str(p), TREE_LAYOUT), f"decoding {name}"
+        )
         return FaceTrainSet(label_tensor, identities, images=images, name=name)
     return FaceTrainSet(
         label_tensor,
         identities,
-        load=lambda i: decode_rgb(paths[i], image_size, str(paths[i])),
+        load=lambda i: decode_rgb(paths[i], image_size, str(paths[i]), TREE_LAYOUT),
         name=name,
     )
 
@@ -121,7 +123,9 @@ def read_pair_list(
         raise ValueError(f"pair list {pairs_file} {found}; expected {PAIRS_LAYOUT}")
     if not image_root.is_dir():
         found = "is not a folder" if image_root.exists() else "does not exist"
-        raise ValueError(f"image root {image_root} of {pairs_file} {found}")
+        raise ValueError(
+            f"image root {image_root} of {pairs_file} {found}; expected {PAIRS_LAYOUT}"
+        )
     index: dict[str, int] = {}
     pairs, issame = [], []
     try:
@@ -146,7 +150,10 @@ def read_pair_list(
         for path in parsed[:2]:
             if path not in index:
                 if not (image_root / path).is_file():
-                    raise ValueError(f"{pairs_file}:{number}: image {image_root / path} not found")
+                    raise ValueError(
+                        f"{pairs_file}:{number}: image {image_root / path} not found; "
+                        f"expected {PAIRS_LAYOUT}"
+                    )
                 index[path] = len(index)
         pairs.append((index[parsed[0]], index[parsed[1]]))
         issame.append(parsed[2])
@@ -192,7 +199,7 @@ def load_pair_list(
     name = name or default_name(str(pairs_file))
     images = decode_all(
         paths,
-        lambda p: decode_rgb(image_root / p, image_size, str(image_root / p)),
+        lambda p: decode_rgb(image_root / p, image_size, str(image_root / p), PAIRS_LAYOUT),
         f"decoding {name}",
     )
     return VerificationBenchmark(name, images, torch.tensor(pairs), torch.tensor(issame))
@@ -310,7 +317,7 @@ def read_bin(path: str | Path) -> tuple[list[bytes], list[bool]]:
     check_pair_flags(list(flags), str(path))
     blobs = [bytes(b) for b in blobs]
     for number, blob in enumerate(blobs):
-        check_image_header(blob, f"#{number} in {path}")
+        check_image_header(blob, f"#{number} in {path}", BIN_LAYOUT)
     return blobs, list(flags)
 
 
@@ -322,7 +329,7 @@ def load_bin(
     name = name or Path(path).stem
     images = decode_all(
         list(range(len(blobs))),
-        lambda i: decode_rgb(blobs[i], image_size, f"#{i} in {path}"),
+        lambda i: decode_rgb(blobs[i], image_size, f"#{i} in {path}", BIN_LAYOUT),
         f"decoding {name}",
     )
     pairs = torch.arange(2 * len(flags)).view(-1, 2)
@@ -435,7 +442,7 @@ class _Decoded(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return decode_rgb(self.paths[index], self.image_size, str(self.paths[index]))
+        return decode_rgb(self.paths[index], self.image_size, str(self.paths[index]), TREE_LAYOUT)
 
 
 def tree_key(root: Path, paths: list[Path], image_size) -> str:
@@ -504,7 +511,7 @@ def cached_image_folder(
         directory.mkdir(parents=True, exist_ok=True)
         with exclusive(directory / f"{key}.lock", f"the decode of {root}"):
             if not array_path.is_file():
-                first = decode_rgb(paths[0], image_size, str(paths[0]))
+                first = decode_rgb(paths[0], image_size, str(paths[0]), TREE_LAYOUT)
                 shape = (len(paths), *first.shape)
                 started = time.monotonic()
                 print(

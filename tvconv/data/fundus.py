@@ -38,7 +38,8 @@ def load_fundus_split(
     image_dir, mask_dir = base / "image", base / "mask"
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
-            raise ValueError(f"fundus folder {folder} does not exist; expected {LAYOUT}")
+            found = "is not a folder" if folder.exists() else "does not exist"
+            raise ValueError(f"fundus folder {folder} {found}; expected {LAYOUT}")
     names = sorted(p.name for p in image_dir.glob("*.png"))
     if not names:
         raise ValueError(f"no .png images in {image_dir}; expected {LAYOUT}")
@@ -50,13 +51,13 @@ def load_fundus_split(
         )
     images = decode_all(
         names,
-        lambda n: to_tensor(open_image(image_dir / n, str(image_dir / n)), image_size),
+        lambda n: to_tensor(open_image(image_dir / n, str(image_dir / n), LAYOUT), image_size),
         f"decoding Domain{domain}/{split} images",
     )
     greys = decode_all(
         names,
         lambda n: to_tensor(
-            open_image(mask_dir / n, str(mask_dir / n)), image_size, "L", Image.NEAREST
+            open_image(mask_dir / n, str(mask_dir / n), LAYOUT), image_size, "L", Image.NEAREST
         ),
         f"decoding Domain{domain}/{split} masks",
     )
@@ -67,5 +68,6 @@ def load_fundus_split(
 def load_fundus_domains(root: str | Path, image_size: int = 256) -> dict[int, dict[str, FundusSet]]:
     """All four domains, both splits."""
     if not Path(root).is_dir():
-        raise ValueError(f"fundus root {root} does not exist; expected {LAYOUT}")
+        found = "is not a folder" if Path(root).exists() else "does not exist"
+        raise ValueError(f"fundus root {root} {found}; expected {LAYOUT}")
     return {d: {s: load_fundus_split(root, d, s, image_size) for s in SPLITS} for d in DOMAINS}

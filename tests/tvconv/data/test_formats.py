@@ -12,6 +12,7 @@ from PIL import Image
 from tvconv.data._images import ImageError
 from tvconv.data.datasets import FaceTrainSet, VerificationBenchmark
 from tvconv.data.faces import (
+    BIN_LAYOUT,
     load_bin,
     load_image_folder,
     load_pair_list,
@@ -75,7 +76,9 @@ def test_image_folder_errors(tmp_path, face_tree):
     with pytest.raises(ValueError, match=r"identity folder .*0003 holds no images"):
         load_image_folder(face_tree)
     (face_tree / "0003" / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(ValueError, match=r"cannot read image .*broken\.jpg"):
+    with pytest.raises(
+        ValueError, match=r"cannot read image .*broken\.jpg: not an image .*; expected <root>/<id"
+    ):
         load_image_folder(face_tree)
 
 
@@ -119,7 +122,7 @@ def test_pair_list(pair_list):
     [
         ("a/0.jpg a/1.jpg", r"pairs\.txt:3: malformed pair line 'a/0\.jpg a/1\.jpg'"),
         ("a/0.jpg a/1.jpg 0", r"pairs\.txt:3: malformed pair line"),
-        ("a/0.jpg a/9.jpg 1", r"pairs\.txt:3: image .*a/9\.jpg not found"),
+        ("a/0.jpg a/9.jpg 1", r"pairs\.txt:3: image .*a/9\.jpg not found; expected one"),
     ],
 )
 def test_pair_list_bad_lines_name_their_line(pair_list, line, message):
@@ -135,7 +138,7 @@ def test_pair_list_errors(tmp_path, pair_list):
     path, root = pair_list
     with pytest.raises(ValueError, match=r"pair list .* does not exist"):
         load_pair_list(tmp_path / "nope.txt", root)
-    with pytest.raises(ValueError, match=r"image root .* does not exist"):
+    with pytest.raises(ValueError, match=r"image root .* does not exist; expected one .left"):
         load_pair_list(path, tmp_path / "nope")
     path.write_text("# nothing\n")
     with pytest.raises(ValueError, match="holds no pairs"):
@@ -201,8 +204,10 @@ def test_bin_unreadable_and_missing(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_bin(tmp_path / "none.bin")
     write_bin(tmp_path / "badimg.bin", [b"not an image"] * 20, [True, False] * 5)
-    with pytest.raises(ValueError, match=r"cannot read image #0 in .*badimg\.bin"):
+    with pytest.raises(ValueError, match=r"cannot read image #0 in .*badimg\.bin") as caught:
         load_bin(tmp_path / "badimg.bin")
+    assert "BytesIO" not in str(caught.value)  # the reason, not the in-memory buffer's repr
+    assert str(caught.value).endswith("expected " + BIN_LAYOUT)
 
 
 def test_every_image_of_a_bin_and_both_kinds_of_pair_are_checked_before_decoding(
@@ -255,6 +260,9 @@ def test_fundus_domain_folders(tmp_path):
 def test_fundus_errors(tmp_path):
     with pytest.raises(ValueError, match=r"fundus root .* does not exist; expected <root>/Domain"):
         load_fundus_domains(tmp_path / "none")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"fundus root .*afile is not a folder; expected <root>/"):
+        load_fundus_domains(tmp_path / "afile")
     make_fundus_tree(tmp_path)
     os.remove(tmp_path / "Domain2" / "train" / "ROIs" / "mask" / "g1.png")
     with pytest.raises(
