@@ -90,11 +90,12 @@ class FaceTrainSet(Dataset):
 
 
 @dataclass
-class VerificationBenchmark:
+class VerificationBenchmark(Dataset):
     """A face-verification benchmark in the paper's protocol.
 
     ``pairs`` (P, 2) index into ``images`` (M, 3, H, W) uint8; ``issame`` (P,) bool. The pairs form
-    10 consecutive folds of P / 10 pairs each.
+    10 consecutive folds of P / 10 pairs each. As a Dataset it holds the M images (what a model
+    embeds, e.g. batched by a DataLoader); the pairs then index the embeddings.
     """
 
     name: str
@@ -115,6 +116,12 @@ class VerificationBenchmark:
             raise ValueError(f"{self.name}: pair indices must lie in [0, {len(self.images) - 1}]")
         self.pairs = self.pairs.long()
         self.issame = self.issame.bool()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
 
     @property
     def folds(self) -> torch.Tensor:

@@ -14,14 +14,23 @@ variance of the mean image, resp. the variance of the image means), so data with
 layout, whose mean image is flat, score about 1 or below. The ``mean_image_share`` is the first
 structure term's share of the total variance: how much of what varies in the data is the layout
 every image shares (25% for scikit-image's real aligned faces, ``data.lfw_subset()``; 7% for its
-non-face patches).
+non-face patches). Data that do not vary (constant images, dead feature maps) have no ratio: a
+zero denominator gives ``inf`` over a positive numerator and ``nan`` over zero.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, ``inf`` (or ``nan`` for 0 / 0) where the denominator is 0."""
+    if denominator == 0:
+        return math.inf if numerator > 0 else math.nan
+    return numerator / denominator
 
 
 @dataclass(frozen=True)
@@ -41,12 +50,12 @@ class LayoutVariance:
     @property
     def score(self) -> float:
         """mean intra-image / mean cross-image variance (> 1: layout-aware data)."""
-        return self.intra_mean / self.cross_mean
+        return _ratio(self.intra_mean, self.cross_mean)
 
     @property
     def mean_image_share(self) -> float:
         """The mean image's spatial variance / the total variance (in [0, 1])."""
-        return self.mean_image_var / (self.cross_mean + self.mean_image_var)
+        return _ratio(self.mean_image_var, self.cross_mean + self.mean_image_var)
 
     def summary(self) -> dict[str, float]:
         return {
@@ -57,11 +66,24 @@ class LayoutVariance:
         }
 
 
-def layout_variance(x: torch.Tensor) -> LayoutVariance:
-    """Cross-image and intra-image variances of ``x`` (N, C, H, W); uint8 images are first mapped
-    to the model's [-1, 1] input range, float images are taken as they are."""
-    if x.dim() != 4 or x.shape[0] < 2:
-        raise ValueError(f"layout_variance needs (N >= 2, C, H, W), got {tuple(x.shape)}")
+def layout_variance(x) -> LayoutVariance:
+    """Cross-image and intra-image variances of ``x``: a tensor (N, C, H, W) (images or a layer's
+    features) or a dataset holding its images in memory (``.images``: a training set, a
+    verification benchmark, a fundus set). uint8 images are first mapped to the model's [-1, 1]
+    input range, float images are taken as they are. Raises ValueError on anything else."""
+    if not isinstance(x, torch.Tensor):
+        images = getattr(x, "images", None)
+        if not isinstance(images, torch.Tensor):
+            raise ValueError(
+                f"layout_variance needs a tensor (N, C, H, W) or a dataset holding its images in "
+                f"memory (.images), got {type(x).__name__}"
+                + (" with its images decoded on access" if hasattr(x, "images") else "")
+            )
+        x = images
+    if x.dim() != 4 or x.shape[0] < 2 or min(x.shape[1:]) < 1:
+        raise ValueError(f"layout_variance needs (N >= 2, C, H, W >= 1), got {tuple(x.shape)}")
+    if not (x.dtype == torch.uint8 or x.is_floating_point()):
+        raise ValueError(f"layout_variance needs uint8 or float values, got {x.dtype}")
     if x.dtype == torch.uint8:
         x = x.double() / 127.5 - 1
     x = x.double().flatten(2)  # (N, C, H*W)

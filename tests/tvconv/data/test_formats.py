@@ -294,6 +294,20 @@ def test_containers_validate_their_contents():
         VerificationBenchmark("b", images, pairs, torch.zeros(9, dtype=torch.bool))
 
 
+def test_every_container_feeds_a_data_loader(tmp_path, pair_list):
+    """DataLoader-ready: a benchmark batches its images (what a model embeds; the pairs then
+    index the embeddings), a training set its (image, label) pairs."""
+    from torch.utils.data import DataLoader
+
+    benchmark = load_pair_list(*pair_list)
+    batches = list(DataLoader(benchmark, batch_size=3))
+    assert len(benchmark) == benchmark.images.shape[0]
+    torch.testing.assert_close(torch.cat(batches), benchmark.images)
+    train = FaceTrainSet(torch.arange(4) % 2, 2, images=torch.zeros(4, 3, 8, 8, dtype=torch.uint8))
+    images, labels = next(iter(DataLoader(train, batch_size=4)))
+    assert images.shape == (4, 3, 8, 8) and labels.tolist() == [0, 1, 0, 1]
+
+
 def test_bin_that_would_allocate_is_refused_before_it_allocates(tmp_path):
     """48 bytes of pickle asking for a 300 MB bytearray, a length prefix of 2**40 bytes, and a
     codec call that grows without bound: each refused with the file named, nothing allocated."""
