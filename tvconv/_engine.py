@@ -351,6 +351,18 @@ class TrainingTask(Protocol):
         """Metrics evaluated after every epoch (empty when not asked for)."""
 
 
+class DivergedError(Exception):
+    """A model whose output is not finite: the run fails with this reason (a loss can stay
+    finite while the last update sent the parameters to inf, or the output overflows)."""
+
+
+def check_finite(output: torch.Tensor, what: str) -> torch.Tensor:
+    """``output`` unchanged; raises DivergedError if it holds NaN or inf."""
+    if not torch.isfinite(output).all():
+        raise DivergedError(f"non-finite {what} (the model diverged)")
+    return output
+
+
 @dataclass
 class Trained:
     status: str
@@ -440,6 +452,12 @@ def train(
             progress.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
         if status == "failed":
             break
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            # the epoch's last update diverged: no later loss would show it (DDP ranks hold
+            # the same parameters, so they all stop here)
+            status = "failed"
+            reason = f"non-finite parameters after epoch {epoch + 1} (the last update diverged)"
+            break
         seconds = time.perf_counter() - epoch_start
         row = {
             "epoch": epoch + 1,
@@ -450,7 +468,11 @@ def train(
             "images_per_s": seen * runtime.world_size / seconds,
         }
         if runtime.is_main:
-            row.update(task.evaluate_epoch())
+            try:
+                row.update(task.evaluate_epoch())
+            except DivergedError as error:
+                status, reason = "failed", f"{error} at epoch {epoch + 1}"
+                break
         history.append(row)
         if checkpoint is not None and runtime.is_main:
             _save_epoch(checkpoint, expected, epoch + 1, model, optimizer, scaler, history)

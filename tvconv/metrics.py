@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from tvconv.data.datasets import NUM_FOLDS
+
 PROTOCOLS = ("clean", "official")
 THRESHOLD_STEPS = 10_000
 THRESHOLD_RANGE = 3.0
@@ -56,27 +58,63 @@ def _pair_scores(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return (left - right).pow(2).sum(dim=1)
 
 
-def verification_accuracy(
-    left: torch.Tensor,
-    right: torch.Tensor,
-    issame: torch.Tensor,
-    folds: torch.Tensor,
-    protocol: str = "clean",
-    threshold_steps: int = THRESHOLD_STEPS,
-) -> dict:
-    """10-fold verification accuracy of pairs of embeddings ``left``, ``right`` (P, D).
+def pair_flags(issame: torch.Tensor) -> torch.Tensor:
+    """Same-identity flags as bool: bool, 0/1 or the pair lists' 1/-1 (same/different). Raises
+    ValueError on other values (``-1`` read as a bool would be "same")."""
+    if issame.dtype == torch.bool:
+        return issame
+    values = set(torch.unique(issame).tolist())
+    if values <= {0, 1} or values <= {-1, 1}:
+        return issame == 1
+    raise ValueError(
+        f"issame must hold bool, 0/1 or 1/-1 (same/different) flags, got values "
+        f"{sorted(values)[:5]}"
+    )
 
-    Returns ``acc_pct`` (mean over folds, %), ``acc_std_pct``, ``fold_acc_pct`` (list) and
-    ``threshold`` (mean of the chosen thresholds).
-    """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+
+def _check_pairs(left: torch.Tensor, right: torch.Tensor, issame: torch.Tensor) -> None:
     if left.shape != right.shape or left.dim() != 2 or issame.shape != (left.shape[0],):
         raise ValueError(
             f"left and right must be (P, D) and issame (P,), got {tuple(left.shape)}, "
             f"{tuple(right.shape)}, {tuple(issame.shape)}"
         )
-    issame = issame.bool()
+    if left.shape[0] == 0 or left.shape[1] == 0:
+        raise ValueError(f"no pairs to score: left and right are {tuple(left.shape)}")
+    if not (torch.isfinite(left).all() and torch.isfinite(right).all()):
+        raise ValueError("embeddings hold NaN or inf (a diverged model?); no score is defined")
+
+
+def verification_accuracy(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    issame: torch.Tensor,
+    folds: torch.Tensor | None = None,
+    protocol: str = "clean",
+    threshold_steps: int = THRESHOLD_STEPS,
+) -> dict:
+    """10-fold verification accuracy of pairs of embeddings ``left``, ``right`` (P, D).
+
+    ``issame`` (P,): bool, 0/1 or 1/-1 flags (``pair_flags``). ``folds`` (P,): each pair's fold
+    id, at least two folds; by default the protocol's ``NUM_FOLDS`` consecutive blocks of pairs.
+    Returns ``acc_pct`` (mean over folds, %), ``acc_std_pct``, ``fold_acc_pct`` (list) and
+    ``threshold`` (mean of the chosen thresholds).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    _check_pairs(left, right, issame)
+    count = left.shape[0]
+    if folds is None:
+        if count < NUM_FOLDS:
+            raise ValueError(f"{count} pairs cannot form {NUM_FOLDS} folds; pass folds")
+        folds = torch.arange(count) * NUM_FOLDS // count
+    if folds.shape != (count,) or folds.dtype.is_floating_point or folds.dtype == torch.bool:
+        raise ValueError(
+            f"folds must be integer fold ids (P,) = ({count},), got {folds.dtype} "
+            f"{tuple(folds.shape)}"
+        )
+    if torch.unique(folds).numel() < 2:
+        raise ValueError("folds must name at least two folds (a threshold is chosen on the rest)")
+    issame = pair_flags(issame)
     original_left = F.normalize(left.double(), dim=1)
     original_right = F.normalize(right.double(), dim=1)
     current_left, current_right = original_left, original_right
@@ -113,7 +151,8 @@ def roc_metrics(
 ) -> dict:
     """ROC AUC (%, ties counted half) and the true-accept rate ``tar_pct`` (%) at false-accept
     rate ``far`` of the cosine similarity of the normalised embeddings."""
-    issame = issame.bool()
+    _check_pairs(left, right, issame)
+    issame = pair_flags(issame)
     if issame.all() or not issame.any():
         raise ValueError("roc_metrics needs both same and different pairs")
     similarity = (F.normalize(left.double(), dim=1) * F.normalize(right.double(), dim=1)).sum(1)

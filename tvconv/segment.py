@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -306,7 +306,9 @@ def evaluate_fundus(
     model: nn.Module, test: FundusSet, config: FundusEvalConfig, device="cpu"
 ) -> tuple[dict, torch.Tensor]:
     """Metrics of ``segmentation_metrics`` (per-image means) and the probabilities."""
-    probabilities = predict(model, test.images, config.batch_size, device)
+    probabilities = engine.check_finite(
+        predict(model, test.images, config.batch_size, device), "predictions"
+    )
     on = config.postprocess
     prediction = postprocess(probabilities, config.threshold, largest=on, fill=on)
     metrics = segmentation_metrics(prediction, test.masks)
@@ -373,7 +375,13 @@ def fit_fundus(
     examples = None
     if trained.status == "complete" and runtime.is_main:
         deployed = deploy(copy.deepcopy(model))
-        metrics, probabilities = evaluate_fundus(deployed, test, config.eval, runtime.device)
+        try:
+            metrics, probabilities = evaluate_fundus(deployed, test, config.eval, runtime.device)
+        except engine.DivergedError as error:
+            trained = replace(trained, status="failed", reason=str(error))
+            return engine.result(
+                config, runtime, trained, {}, start, data_seconds, eval_start, model
+            )
         prior = segmentation_metrics(prior_masks(train.masks).expand_as(test.masks), test.masks)
         for structure in ("cup", "disc"):
             metrics[f"prior_dice_{structure}_pct"] = prior[f"dice_{structure}_pct"]

@@ -405,7 +405,9 @@ def evaluate(
     FAR 1e-2) and their means over benchmarks (``mean_acc_pct`` is the headline)."""
     metrics = {}
     for bench in benchmarks:
-        scores = _score(embed(backbone, bench.images, config.batch_size, device), bench, config)
+        embeddings = embed(backbone, bench.images, config.batch_size, device)
+        engine.check_finite(embeddings, f"embeddings of {bench.name}")
+        scores = _score(embeddings, bench, config)
         metrics[f"{bench.name}_acc_pct"] = scores["acc_pct"]
         metrics[f"{bench.name}_acc_std_pct"] = scores["acc_std_pct"]
         metrics[f"{bench.name}_auc_pct"] = scores["auc_pct"]
@@ -540,10 +542,14 @@ def fit(
     metrics: dict = {}
     if trained.status == "complete" and runtime.is_main:
         deployed = deploy(copy.deepcopy(model.backbone))
-        metrics = evaluate(deployed, benchmarks, config.eval, runtime.device)
-        metrics["train_loss"] = trained.history[-1]["loss"]
-        metrics["train_acc_pct"] = trained.history[-1]["train_acc_pct"]
-        metrics.update(floor_metrics)
+        try:
+            metrics = evaluate(deployed, benchmarks, config.eval, runtime.device)
+        except engine.DivergedError as error:
+            trained = replace(trained, status="failed", reason=str(error))
+        else:
+            metrics["train_loss"] = trained.history[-1]["loss"]
+            metrics["train_acc_pct"] = trained.history[-1]["train_acc_pct"]
+            metrics.update(floor_metrics)
     return engine.result(config, runtime, trained, metrics, start, data_seconds, eval_start, model)
 
 

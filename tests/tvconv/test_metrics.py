@@ -127,3 +127,43 @@ def test_bad_inputs_are_refused():
         verification_accuracy(x, x, torch.zeros(19), torch.zeros(20))
     with pytest.raises(ValueError, match="both same and different pairs"):
         roc_metrics(x + 1, x + 1, torch.ones(20, dtype=torch.bool))
+
+
+def test_pair_list_flags_and_default_folds_read_as_the_protocol():
+    """1/-1 flags (the pair lists' format) are same/different, not all "same" as a bool cast
+    reads them; without folds, the protocol's 10 consecutive folds are used."""
+    generator = torch.Generator().manual_seed(0)
+    left, right = torch.randn(60, 8, generator=generator), torch.randn(60, 8, generator=generator)
+    same = torch.arange(60) % 3 == 0
+    folds = torch.arange(60) // 6
+    expected = verification_accuracy(left, right, same, folds)
+    signed = same.long() * 2 - 1
+    assert verification_accuracy(left, right, signed, folds) == expected
+    assert verification_accuracy(left, right, same.long(), folds) == expected
+    assert verification_accuracy(left, right, same) == expected
+    assert roc_metrics(left, right, signed) == roc_metrics(left, right, same)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"issame": torch.full((20,), 2)}, r"bool, 0/1 or 1/-1 .* got values \[2\]"),
+        ({"folds": torch.zeros(20, dtype=torch.long)}, "at least two folds"),
+        ({"folds": torch.arange(19)}, r"folds must be integer fold ids \(P,\) = \(20,\)"),
+        ({"folds": torch.arange(20) / 2.0}, "folds must be integer fold ids"),
+        ({"left": torch.zeros(20, 4) * math.nan}, "NaN or inf"),
+        (
+            {"left": torch.zeros(0, 4), "right": torch.zeros(0, 4), "issame": torch.zeros(0)},
+            "no pairs",
+        ),
+    ],
+)
+def test_inputs_without_a_defined_score_are_refused(arguments, message):
+    inputs = {
+        "left": torch.randn(20, 4),
+        "right": torch.randn(20, 4),
+        "issame": torch.arange(20) % 2 == 0,
+        "folds": torch.arange(20) // 2,
+    }
+    with pytest.raises(ValueError, match=message):
+        verification_accuracy(**(inputs | arguments))

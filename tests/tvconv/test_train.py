@@ -142,6 +142,17 @@ def test_non_finite_loss_fails_the_run_with_a_reason():
     assert result.metrics == {}
 
 
+def test_a_run_that_diverges_on_its_last_update_fails_not_completes():
+    """One step of lr 1e30: the loss it saw was finite, the model it left is not; evaluated, its
+    NaN embeddings once read as "complete" with 0% accuracy and 100% AUC."""
+    config = smoke_config()
+    for item in ("optim.lr=1e30", "optim.batch_size=64", "optim.epochs=1", "eval.floors=false"):
+        config = override(config, item)
+    result = fit(config)
+    assert result.status == "failed" and result.metrics == {}
+    assert result.reason.startswith("non-finite") and "diverged" in result.reason
+
+
 def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
     config = override(smoke_config(), "optim.epochs=3")
     uninterrupted = fit(config)
