@@ -37,7 +37,7 @@ DEFAULT_ROOT = Path("results")
 STATUSES = ("complete", "failed")
 # Fields a record must hold, and the JSON types of those it holds (``record_base`` writes them
 # all; the analysis reads every other field with a default).
-REQUIRED_FIELDS = ("run_id", "status")
+REQUIRED_FIELDS = ("run_id", "status", "config")
 FIELD_TYPES = {
     "run_id": str,
     "status": str,
@@ -47,6 +47,7 @@ FIELD_TYPES = {
     "seed": int,
     "task": str,
     "config": dict,
+    "history": list,
 }
 
 
@@ -54,8 +55,9 @@ def damage(record: object, run_id: str | None = None) -> str | None:
     """Why ``record`` (parsed JSON) is not a usable run record, or None when it is one: not an
     object, a required field missing or null, a field of the wrong type (null included), an
     unknown status, a complete record without its metrics object or with a metric that is not a
-    number, a config that does not match its run_id, seed or task. With ``run_id`` (its file's
-    name), the record must carry that run_id."""
+    number, a history that is not a list of epoch rows of numbers, a config without its task's
+    section or that does not match its run_id, seed or task. With ``run_id`` (its file's name),
+    the record must carry that run_id."""
     if not isinstance(record, dict):
         return f"holds a JSON {type(record).__name__}, not a record object"
     for key in REQUIRED_FIELDS:
@@ -72,9 +74,23 @@ def damage(record: object, run_id: str | None = None) -> str | None:
         return "a complete record whose 'metrics' is missing or not an object"
     if record["status"] == "complete" and (why := _metrics_damage(record["metrics"])):
         return why
+    if why := _history_damage(record.get("history", [])):
+        return why
     if run_id is not None and record["run_id"] != run_id:
         return f"holds run_id {record['run_id']!r}, not its file's {run_id!r}"
     return _config_damage(record)
+
+
+def _history_damage(history: list) -> str | None:
+    """Why a record's history (one row per epoch) cannot be read: a row that is not an object,
+    or a value in it that is not a number."""
+    for number, row in enumerate(history, start=1):
+        if not isinstance(row, dict):
+            return f"history row {number} is a {type(row).__name__}, expected an object"
+        for key, value in row.items():
+            if value is not None and not isinstance(value, (int, float)):
+                return f"history row {number}: {key!r} is {value!r}, expected a number"
+    return None
 
 
 def _metrics_damage(metrics: dict) -> str | None:
@@ -92,12 +108,13 @@ def _config_damage(record: dict) -> str | None:
     """Why a record does not belong to its run_id: one of this ``RESULTS_VERSION`` whose config
     no longer hashes to it, or whose seed or task differ from its config's; one of another
     version that carries this version's run_id (a record edited after its run). Records without
-    a config are not checked; a genuinely stale record is not damaged (the analysis lists it)."""
-    config = record.get("config") or {}
+    config without its task's section is damaged; a genuinely stale record is not (the
+    analysis lists it)."""
+    config = record["config"]
     task = config.get("task")
     section = config.get(task) if isinstance(task, str) else None
     if not isinstance(section, dict):
-        return None
+        return f"its config holds no object under its task {task!r}"
     if record.get("results_version") != tvconv.RESULTS_VERSION:
         try:  # a stale record of this version's run_id: its results_version was edited
             current = result_hash(task, section) == record["run_id"]
@@ -162,7 +179,7 @@ class Store:
             record = json.loads(path.read_text())
         except FileNotFoundError:
             return None, None
-        except (OSError, ValueError) as error:  # unreadable, truncated, not JSON
+        except (OSError, ValueError, RecursionError) as error:  # unreadable, truncated, not JSON
             return None, f"not readable as JSON ({error})"
         why = damage(record, path.stem)
         return (None, why) if why else (record, None)

@@ -12,7 +12,8 @@ from studies.store import SCHEMA_VERSION, Store
 
 
 def record(run_id, status="complete"):
-    return {"run_id": run_id, "status": status, "metrics": {"mean_acc_pct": 70.0}}
+    config = {"task": "face", "face": {}}  # of no RESULTS_VERSION: not checked against run_id
+    return {"run_id": run_id, "status": status, "metrics": {"mean_acc_pct": 70.0}, "config": config}
 
 
 def test_write_read_status(tmp_path):
@@ -85,3 +86,34 @@ def test_events_are_appended(tmp_path):
     store.log_event({"event": "start", "run_id": "r1"})
     store.log_event({"event": "start", "run_id": "r2"})
     assert [e["run_id"] for e in store.events()] == ["r1", "r2"]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"config": None}, "required field 'config' is missing or null"),
+        ({"config": {"task": "face", "face": []}}, "its config holds no object under its task"),
+        ({"config": {"face": {}}}, "its config holds no object under its task None"),
+        ({"history": [1, 2]}, "history row 1 is a int, expected an object"),
+        ({"history": [{"train_acc_pct": "x"}]}, "history row 1: 'train_acc_pct' is 'x'"),
+        ({"history": {"epoch": 1}}, "field 'history' is dict, expected list"),
+    ],
+)
+def test_records_the_runner_or_the_analysis_cannot_read_are_damaged(tmp_path, change, why):
+    store = Store(tmp_path, "init", "smoke")
+    broken = {**record("a" * 16), **change}
+    store.runs_dir.mkdir(parents=True)
+    store.record_path("a" * 16).write_text(json.dumps(broken))
+    assert store.status("a" * 16) == "missing"  # re-run
+    assert why in store.damaged("a" * 16)
+    missing_config = {k: v for k, v in record("b" * 16).items() if k != "config"}
+    store.record_path("b" * 16).write_text(json.dumps(missing_config))
+    assert "required field 'config'" in store.damaged("b" * 16)
+
+
+def test_a_record_nested_past_the_parser_is_damaged_not_a_crash(tmp_path):
+    store = Store(tmp_path, "init", "smoke")
+    store.runs_dir.mkdir(parents=True)
+    store.record_path("a" * 16).write_text("[" * 100_000)
+    assert store.damaged("a" * 16).startswith("not readable as JSON")
+    assert store.records() == ([], [(store.record_path("a" * 16), store.damaged("a" * 16))])
