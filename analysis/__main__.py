@@ -37,6 +37,14 @@ def study_names() -> list[str]:
     ]
 
 
+def asked_of(study: str, task: str | None) -> str:
+    """The store name of ``study`` asked of ``task``: itself without a task or when the task is
+    its own (``seg --task fundus`` is ``seg``, as the runner stores it), else ``<study>-<task>``."""
+    if task is None or (study in list_studies() and load_spec(study).task == task):
+        return study
+    return task_study(study, task)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     parser.add_argument(
@@ -68,9 +76,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
             for preset in PRESETS
             if any(Store(args.results, study, preset).runs_dir.glob("*.json"))
         ]
-    if args.task:
-        return [(task_study(study, args.task), args.preset) for study in args.studies]
-    return [(study, args.preset) for study in args.studies]
+    return [(asked_of(study, args.task), args.preset) for study in args.studies]
 
 
 def _show(report: Report, quiet: bool) -> None:
@@ -137,7 +143,7 @@ def _checked_targets(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                 f"unknown task {args.task}; expected one a study's spec asks of: "
                 f"{', '.join(sorted(tasks)) or 'none'}"
             )
-    named = [task_study(s, args.task) for s in args.studies] if args.task else args.studies
+    named = [asked_of(study, args.task) for study in args.studies]
     unknown = [s for s in named if s not in {*names, LAYOUT}]
     if unknown:
         known = ", ".join([*list_studies(), LAYOUT])

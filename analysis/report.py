@@ -26,6 +26,7 @@ from analysis.tables import (
     face_table,
     fundus_table,
     profile_tables,
+    seg_domain_numbers,
     seg_domain_table,
     verdict_table,
 )
@@ -139,8 +140,9 @@ def _face_report(
 
 
 def _fundus_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, pd.DataFrame]:
-    """A fundus study: the per-cell table; the segmentation study (several held-out domains)
-    adds the paper's domain table, the per-domain Dice figure and example predictions; a face
+    """A fundus study: the per-cell table; the segmentation study (or any with several held-out
+    domains) adds the paper's domain table (and its CSV), the per-domain Dice figure and example
+    predictions; a face
     question asked of the fundus task (``init-fundus``) gets its question's figure."""
     table, numbers = fundus_table(frame.runs)
     title = f"{frame.study} / {frame.preset}"
@@ -153,9 +155,10 @@ def _fundus_report(frame: StudyFrame, folder: Path) -> tuple[str, list, list, pd
     markdown = table.markdown()
     figure_paths: list[Path] = []
     question = question_of(frame.study)
-    if usable["data.held_out"].nunique() > 1:
+    if question == "seg" or usable["data.held_out"].nunique() > 1:
         domains = seg_domain_table(frame.runs)
         tables += _write_table(tables_dir, f"{frame.study}_domains", domains, f"{title}: Dice")
+        tables.append(_csv(tables_dir, f"{frame.study}_domains", seg_domain_numbers(frame.runs)))
         markdown = domains.markdown() + "\n" + markdown
         figure_paths += figures.seg_figure(frame.runs, stem)
         examples = seg_examples(usable, frame.records, folder / "examples")
@@ -276,6 +279,8 @@ def render(
     problems = frame.problems() + _without_headline(frame.runs, headline)
     if problems:
         tables.append(_write(folder / "tables" / "problems.txt", "\n".join(problems) + "\n"))
+    else:  # none (any more): no stale list of runs the store no longer holds
+        (folder / "tables" / "problems.txt").unlink(missing_ok=True)
     report = Report(study, preset, markdown, tables, figure_paths, problems)
     if wandb:
         log_to_wandb(report, numbers, root, found, headline)

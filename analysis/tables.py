@@ -298,7 +298,7 @@ def face_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     if training:
         header.append(TRAIN_HEADER)
     if not paired.empty:
-        header.append(f"Δ mean vs dw [95% CI, Holm over {family_size(paired)}] (wins)")
+        header.append(f"Δ mean vs dw [95% CI, {_holm_text(paired)}] (wins)")
     rows, bold = [], set()
     for cell in cells:
         row = [cell, str(int(summaries[HEADLINE].loc[cell, "n"]))]
@@ -497,9 +497,11 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     for metric, _header, _scale in costs:
         summaries[metric] = aggregate(usable, metric).set_index("cell")
     paired = aggregate_paired(usable, SEG_HEADLINE).set_index("cell")
+    if SEG_HEADLINE in usable:  # in the long form (CSV, W&B cells table), not a column here
+        summaries[SEG_HEADLINE] = aggregate(usable, SEG_HEADLINE).set_index("cell")
     header = ["cell", "n", *(h for _m, h, _b in metrics), *(h for _m, h, _s in costs)]
     if not paired.empty:
-        header.append(f"Δ mean Dice vs dw [95% CI, Holm over {family_size(paired)}] (wins)")
+        header.append(f"Δ mean Dice vs dw [95% CI, {_holm_text(paired)}] (wins)")
     rows, bold = [], set()
     for cell in cells:
         row = [cell, str(int(summaries[metrics[0][0]].loc[cell, "n"]))]
@@ -529,46 +531,70 @@ def fundus_table(runs: pd.DataFrame) -> tuple[Table, pd.DataFrame]:
     return Table(header, rows, bold, notes), _long_form(summaries, paired, SEG_HEADLINE)
 
 
+def seg_domain_numbers(runs: pd.DataFrame) -> pd.DataFrame:
+    """The statistics of the paper's domain table in long form (its CSV): per ASPP variant
+    (``atom``), held-out domain (``mean``: the mean over domains per seed, seeds with a run on
+    every domain) and structure, the Dice's n, mean, std and Student-t 95% interval; the layout
+    prior (``atom`` ``prior``) as its mean over runs."""
+    usable = complete_runs(runs)
+    domains = sorted(int(d) for d in usable["data.held_out"].unique())
+    rows = []
+    for atom in [a for a in ATOM_NAMES if a in set(usable["model.atom"])]:
+        chosen = usable[usable["model.atom"] == atom]
+        for domain in domains:
+            of_domain = chosen[chosen["data.held_out"] == domain]
+            for structure in ("cup", "disc"):
+                stats = summarise(of_domain[f"dice_{structure}_pct"])
+                rows.append({"atom": atom, "domain": str(domain), "structure": structure, **stats})
+        for structure in ("cup", "disc"):
+            by_seed = chosen.pivot_table(
+                index="seed", columns="data.held_out", values=f"dice_{structure}_pct"
+            ).reindex(columns=domains)
+            stats = summarise(by_seed.dropna().mean(axis=1))  # seeds with a run on every domain
+            rows.append({"atom": atom, "domain": "mean", "structure": structure, **stats})
+    for structure in ("cup", "disc"):
+        per_domain = usable.groupby("data.held_out")[f"prior_dice_{structure}_pct"].mean()
+        for domain in domains:
+            mean = float(per_domain.get(domain, math.nan))
+            rows.append(
+                {"atom": "prior", "domain": str(domain), "structure": structure, "mean": mean}
+            )
+        rows.append(
+            {"atom": "prior", "domain": "mean", "structure": structure, "mean": per_domain.mean()}
+        )
+    return pd.DataFrame(
+        rows, columns=["atom", "domain", "structure", "n", "mean", "std", "ci_low", "ci_high"]
+    )
+
+
 def seg_domain_table(runs: pd.DataFrame) -> Table:
     """The paper's layout: one row per ASPP variant (and the layout prior), Dice of cup and
-    disc per held-out domain and their means over domains, ``mean ± std`` over seeds."""
+    disc per held-out domain and their means over domains, ``mean ± std`` over seeds
+    (``seg_domain_numbers``)."""
+    numbers = seg_domain_numbers(runs).set_index(["atom", "domain", "structure"])
     usable = complete_runs(runs)
     domains = sorted(int(d) for d in usable["data.held_out"].unique())
     atoms = [a for a in ATOM_NAMES if a in set(usable["model.atom"])]
     header = ["ASPP", *(f"D{d} {s}" for d in domains for s in ("cup", "disc")), "mean cup"]
     header.append("mean disc")
+    keys = [(str(d), s) for d in domains for s in ("cup", "disc")]
+    keys += [("mean", "cup"), ("mean", "disc")]
     rows, bold, columns = [], set(), {}
     for atom in atoms:
-        chosen = usable[usable["model.atom"] == atom]
         row = [ATOM_NAMES[atom]]
-        for domain in domains:
-            of_domain = chosen[chosen["data.held_out"] == domain]
-            for structure in ("cup", "disc"):
-                stats = summarise(of_domain[f"dice_{structure}_pct"])
-                columns.setdefault(len(row), []).append(stats["mean"])
-                row.append(mean_std(pd.Series(stats)))
-        for structure in ("cup", "disc"):
-            by_seed = chosen.pivot_table(
-                index="seed", columns="data.held_out", values=f"dice_{structure}_pct"
-            ).reindex(columns=domains)
-            per_seed = by_seed.dropna().mean(axis=1)  # seeds with a run on every domain
-            stats = summarise(per_seed)
+        for domain, structure in keys:
+            stats = numbers.loc[(atom, domain, structure)]
             columns.setdefault(len(row), []).append(stats["mean"])
-            row.append(mean_std(pd.Series(stats)))
+            row.append(mean_std(stats))
         rows.append(row)
     for column, means in columns.items():
         finite = [value for value in means if math.isfinite(value)]
         best = max(finite, default=math.nan)
         bold |= {(r, column) for r, value in enumerate(means) if value == best}
-    prior = ["layout prior (image-blind)"]
-    for domain in domains:
-        of_domain = usable[usable["data.held_out"] == domain]
-        prior += [number(of_domain[f"prior_dice_{s}_pct"].mean()) for s in ("cup", "disc")]
-    prior += [
-        number(usable.groupby("data.held_out")[f"prior_dice_{s}_pct"].mean().mean())
-        for s in ("cup", "disc")
-    ]
-    rows.append(prior)
+    rows.append(
+        ["layout prior (image-blind)"]
+        + [number(numbers.loc[("prior", d, s), "mean"]) for d, s in keys]
+    )
     notes = [
         "Dice (%) on the held-out domain's test split (Dk = domain k held out, the model trained "
         "on the other three), mean ± std over seeds; the means over domains use the seeds with a "

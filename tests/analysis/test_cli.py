@@ -172,6 +172,10 @@ def test_failed_runs_are_reported_in_problems_file(aug_store):
     assert len(report.problems) == 1
     problems = aug_store.root / "aug" / "quick" / "tables" / "problems.txt"
     assert "RuntimeError: boom" in problems.read_text()
+    (failed,) = [p for p in aug_store.runs_dir.glob("*.json") if "boom" in p.read_text()]
+    failed.unlink()  # the run is gone: a re-render lists no problem, and leaves no stale list
+    assert render("aug", "quick", aug_store.root, wandb=False).problems == []
+    assert not problems.exists()
 
 
 def test_wandb_summary_run_offline_is_one_run_with_numeric_tables(aug_store, monkeypatch):

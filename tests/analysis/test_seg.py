@@ -1,6 +1,7 @@
 """Fundus studies: tables in the paper's domain layout, the per-domain Dice figure, the example
 predictions, and the CLI on a segmentation store and on a question asked of the fundus task."""
 
+import pandas as pd
 import torch
 
 import tvconv
@@ -126,6 +127,11 @@ def test_cli_renders_the_segmentation_study_with_examples(tmp_path, capsys):
     folder = root / "seg" / "quick"
     for name in ("seg.md", "seg.csv", "seg.tex", "seg_domains.md", "seg_domains.tex"):
         assert (folder / "tables" / name).stat().st_size > 0, name
+    domains = pd.read_csv(folder / "tables" / "seg_domains.csv", dtype={"domain": str})
+    tvconv_d2_cup = domains.query("atom == 'tvconv' and domain == '2' and structure == 'cup'")
+    assert tvconv_d2_cup[["n", "mean"]].values.tolist() == [[2, 59.0]]
+    prior_mean = domains.query("atom == 'prior' and domain == 'mean' and structure == 'disc'")
+    assert prior_mean["mean"].tolist() == [70.0]
     for name in ("seg.png", "seg_examples.png", "seg_examples.pdf"):
         assert (folder / "figures" / name).stat().st_size > 1000, name
 
@@ -141,3 +147,31 @@ def test_a_question_asked_of_the_fundus_task_renders_as_its_own_study(tmp_path, 
     folder = root / "init-fundus" / "quick"
     assert "+3.0 [+3.0, +3.0] p=<0.001 (2/2)" in (folder / "tables" / "init-fundus.md").read_text()
     assert (folder / "figures" / "init-fundus.png").stat().st_size > 1000
+
+
+def test_a_segmentation_study_on_one_held_out_domain_has_its_figure_and_domain_table(
+    tmp_path, capsys
+):
+    """``--cells held_out=2`` (or the smoke preset's one domain): the domain table, its CSV and
+    the per-domain figure are still drawn; ``--task fundus`` names seg itself (its own task)."""
+    root = tmp_path / "results"
+    store = Store(root, "seg", "quick")
+    for record in seg_records():
+        if record["config"]["fundus"]["data"]["held_out"] == 2:
+            store.write(record)
+    assert main(["seg", "--task", "fundus", "--results", str(root), "--no-wandb"]) == 0
+    folder = root / "seg" / "quick"
+    assert (folder / "tables" / "seg_domains.csv").is_file()
+    assert (folder / "figures" / "seg.png").stat().st_size > 1000
+
+
+def test_the_fundus_summary_has_a_row_per_cell_and_one_seed_has_no_holm_family():
+    from analysis.report import cell_summary
+
+    _table, numbers = fundus_table(load_records(seg_records()))
+    cells = cell_summary(numbers, "dice_mean_pct")
+    assert len(cells) == 6 and set(cells["n"]) == {2}
+    assert cells.set_index("cell").loc["atom=tvconv held_out=1", "diff"] == 6.0
+    one_seed = [r for r in seg_records() if r["seed"] == 0]
+    table, _numbers = fundus_table(load_records(one_seed))
+    assert table.header[-1] == "Δ mean Dice vs dw [95% CI, no interval yet] (wins)"
