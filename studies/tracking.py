@@ -135,7 +135,8 @@ def run_config(run) -> dict:
 
 def run_tags(run) -> list[str]:
     section = run.config.section
-    atom = getattr(getattr(section, "model", section), "atom", None)
+    # a training section holds the atom in its model, a profile section beside its model's name
+    atom = getattr(getattr(section, "model", None), "atom", None) or getattr(section, "atom", None)
     return [tag for tag in (run.study, run.preset, atom) if tag]
 
 
@@ -176,6 +177,9 @@ class Tracker:
                 return
             _announce_fallback(error, Path(root))
             try:
+                import wandb
+
+                wandb.teardown()  # the failed online run still holds its id: free it
                 self.run = self._init(Path(root), "offline", arguments)
             except Exception as offline_error:
                 self._disable(offline_error)
@@ -222,31 +226,39 @@ class Tracker:
 
     def step(self, row: dict) -> None:
         """One training step (``step``, ``epoch``, ``loss``, ``lr``, ``images``): logged as the
-        mean loss and the images/s of the last ``STEP_EVERY`` steps."""
+        mean loss and the images/s of the last ``STEP_EVERY`` steps (fewer at an epoch's end)."""
         if self.run is None:
             return
         window = self._window
-        now = time.perf_counter()
-        window.setdefault("start", now)
+        window.setdefault("start", time.perf_counter())
         window["loss"] = window.get("loss", 0.0) + row["loss"]
         window["images"] = window.get("images", 0.0) + row["images"]
         window["steps"] = window.get("steps", 0.0) + 1
-        if row["step"] % STEP_EVERY:
+        window["last"] = row
+        if row["step"] % STEP_EVERY == 0:
+            self._log_steps()
+
+    def _log_steps(self) -> None:
+        """The steps since the last logged one, as one row (nothing when there are none)."""
+        window, now = self._window, time.perf_counter()
+        if not window.get("steps"):
             return
-        seconds = now - window["start"]
+        last, seconds = window["last"], now - window["start"]
         self._log(
             {
-                "step": row["step"],
-                "epoch": row["epoch"],
+                "step": last["step"],
+                "epoch": last["epoch"],
                 "train/loss": window["loss"] / window["steps"],
-                "train/lr": row["lr"],
+                "train/lr": last["lr"],
                 **({"train/images_per_s": window["images"] / seconds} if seconds > 0 else {}),
             }
         )
         self._window = {"start": now}
 
     def epoch(self, row: dict) -> None:
-        """One epoch's history row (numbers only) under ``epoch/``."""
+        """One epoch's history row (numbers only) under ``epoch/``, after the epoch's last steps
+        (a run shorter than ``STEP_EVERY`` steps still has a training curve)."""
+        self._log_steps()
         numbers = {
             f"epoch/{k}": v
             for k, v in row.items()

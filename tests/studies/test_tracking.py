@@ -183,3 +183,49 @@ def test_a_saved_view_per_study_groups_its_runs_by_cell(capsys):
     assert "would save convergence/quick: depthwise runs" in out  # the depthwise-only check
     assert "would save seg/quick: TVConv vs ASPP and depthwise" in out
     assert main(["views", "--dry-run"]) == 2  # no entity
+
+
+@pytest.mark.slow
+def test_the_run_whose_online_init_failed_is_tracked_offline(tmp_path, monkeypatch, capfd):
+    """A real failed online init (a refused port, a short timeout): wandb still holds the run's
+    id, so the offline retry of that same run once failed ("run ID is in use") and only the
+    sweep's later runs were tracked."""
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(tracking, "INIT_TIMEOUT_S", 5)
+    with tracking.sweep_fallback(tmp_path):
+        for number in range(2):
+            tracker = tracking.Tracker(
+                tmp_path, group="g", job_type="train", name="n", config={}, run_id=f"r{number}"
+            )
+            assert tracker.run is not None
+            tracker.finish({"score": 1.0})
+    assert sorted(run.id for run in offline_runs(tmp_path)) == ["r0", "r1"]
+    assert capfd.readouterr().err.count("this sweep goes on offline") == 1
+
+
+def test_profile_runs_are_tagged_with_their_atom():
+    from studies.spec import load_spec
+
+    runs = load_spec("profile").runs("smoke")
+    atoms = {run.config.section.atom for run in runs}
+    assert {tuple(tracking.run_tags(run)) for run in runs} == {
+        ("profile", "smoke", atom) for atom in atoms
+    }
+
+
+def test_a_run_shorter_than_the_step_window_still_has_a_training_curve(tmp_path, monkeypatch):
+    from tests.wandb_log import read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tracker = tracking.Tracker(
+        tmp_path, group="g", job_type="train", name="n", config={}, run_id="r"
+    )
+    for step in (1, 2, 3):  # fewer than STEP_EVERY, as a smoke run's epoch
+        tracker.step({"step": step, "epoch": step / 3, "loss": float(step), "lr": 0.1, "images": 8})
+    tracker.epoch({"epoch": 1, "loss": 2.0})
+    tracker.finish({})
+    (folder,) = tracking.offline_folder(tmp_path).glob("offline-run-*-r")
+    curve = [row for row in read_run(folder).history if "train/loss" in row]
+    assert [(row["step"], row["train/loss"]) for row in curve] == [(3, 2.0)]
