@@ -184,6 +184,20 @@ def survey_depthwise(
             reason=reason,
         )
         (skipped if reason else sites).append(site)
+    for module in model.modules():  # depthwise, but the forward never ran it: no size known
+        if _is_depthwise(module) and names[module] not in calls:
+            skipped.append(
+                DepthwiseSite(
+                    index=-1,
+                    name=names[module],
+                    channels=module.out_channels,
+                    h=0,
+                    w=0,
+                    stride=module.stride[0],
+                    kernel_size=module.kernel_size[0],
+                    reason="not called by the forward (no output size to build a TVConv for)",
+                )
+            )
     return sites, skipped
 
 

@@ -234,3 +234,28 @@ def test_a_shared_conv_is_replaced_everywhere_it_sits():
     assert net[0] is net[2] and isinstance(net[0], TVConv)
     deploy(net)
     assert net[0] is net[2] and isinstance(net[0], TVConvDeploy)
+
+
+class _WithAnUnusedConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.used = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.unused = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)  # e.g. an aux branch
+
+    def forward(self, x):
+        return self.used(self.stem(x))
+
+
+def test_a_depthwise_conv_the_forward_never_runs_is_reported_skipped():
+    with pytest.warns(UserWarning, match="unused: not called by the forward"):
+        _model, sites = replace_depthwise(_WithAnUnusedConv(), 8)
+    assert [(site.name, site.replaceable) for site in sites] == [("used", True), ("unused", False)]
+
+
+@pytest.mark.parametrize("select", ["none", "first:0", "last:0", []])
+def test_a_tvconv_model_with_no_tvconv_site_is_refused(select):
+    from tvconv.models import create
+
+    with pytest.raises(ValueError, match="chooses no depthwise site of mobilenet_v2_x0_1"):
+        create("mobilenet_v2_x0_1", atom="tvconv", input_size=32, select=select)

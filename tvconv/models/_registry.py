@@ -124,6 +124,11 @@ def create(
             for site in sites
             if site.replaceable
         ]
+        if not model.tvconv_sites:
+            raise ValueError(
+                f"select={select!r} chooses no depthwise site of {name}: atom='tvconv' would be "
+                "the depthwise model under another label; use atom='dw', or select a site"
+            )
     return model
 
 
