@@ -348,6 +348,11 @@ class _TranslationVariantLayer(nn.Module):
 
 
 def _norm_layer(norm: str, channels: int, h: int, w: int) -> nn.Module:
+    if norm in ("bn", "in") and h * w == 1:  # the affinity maps are one sample of 1x1
+        raise ValueError(
+            f"TVConv norm={norm!r} normalises each channel over the layer's positions, and this "
+            "layer's output is 1x1; use norm='ln' or 'none' here, or a larger input"
+        )
     if norm == "ln":
         return nn.LayerNorm([channels, h, w])
     if norm == "bn":

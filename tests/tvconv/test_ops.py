@@ -238,12 +238,20 @@ def test_wrong_input_shape_names_expected_and_received():
         ({"stride": True}, "stride must be 1 or 2, got True"),
         ({"bias": "yes"}, "bias='yes' is invalid: expected True or False"),
         ({"generator": "no"}, "generator='no' is invalid: expected True or False"),
+        ({"h": 1, "w": 1, "norm": "bn"}, "norm='bn' normalises each channel over the layer's"),
+        ({"h": 1, "w": 1, "norm": "in"}, "this layer's output is 1x1; use norm='ln'"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     args = {"channels": 4, "h": 5, "w": 5, **kwargs}
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         TVConv(**args)
+
+
+def test_a_one_by_one_layer_trains_with_the_norms_that_can_normalise_it():
+    for norm in ("ln", "none"):
+        layer = TVConv(4, 1, 1, norm=norm)
+        layer(torch.randn(2, 4, 1, 1)).sum().backward()
 
 
 def test_deploy_on_a_bare_layer_and_on_a_container():

@@ -18,9 +18,16 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 def check_input_size(input_size: int | tuple[int, int], model: str) -> tuple[int, int]:
     """(H, W) from an int or pair, each divisible by the backbones' total stride of 16."""
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+    if isinstance(input_size, int):
+        size = (input_size, input_size)
+    elif isinstance(input_size, (tuple, list)):
+        size = tuple(input_size)
+    else:
+        size = ()  # a float, None, a string: refused below
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
         raise ValueError(f"{model}: input_size must be an int or (H, W), got {input_size!r}")
+    if min(size) < 1:
+        raise ValueError(f"{model}: input_size must be positive, got {input_size!r}")
     if any(v % TOTAL_STRIDE for v in size):
         raise ValueError(
             f"{model}: input_size {input_size!r} must be divisible by the network's total stride "

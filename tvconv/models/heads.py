@@ -15,8 +15,9 @@ from torch import nn
 class EmbeddingHead(nn.Module):
     def __init__(self, channels: int, embedding_size: int = 512, dropout: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        number = isinstance(dropout, (int, float)) and not isinstance(dropout, bool)
+        if not number or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.norm = nn.BatchNorm2d(channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(channels, embedding_size)
