@@ -50,7 +50,7 @@ from tvconv.data.faces import (
     parse_benchmarks,
     scan_image_folder,
 )
-from tvconv.data.synthetic import SyntheticFacesConfig, load_synthetic_faces
+from tvconv.data.synthetic import MIN_IMAGE_SIZE, SyntheticFacesConfig, load_synthetic_faces
 from tvconv.metrics import PROTOCOLS, roc_metrics, verification_accuracy
 
 
@@ -73,7 +73,7 @@ class DataConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        positive_int("data.image_size", self.image_size)
+        int_at_least("data.image_size", self.image_size, MIN_IMAGE_SIZE)
         if self.synthetic.image_size != self.image_size:  # one input size for data and model
             object.__setattr__(
                 self, "synthetic", replace(self.synthetic, image_size=self.image_size)

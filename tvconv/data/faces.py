@@ -75,6 +75,11 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], list[int], int]:
     identities = sorted(p for p in root.iterdir() if p.is_dir())
     if not identities:
         raise ValueError(f"no identity folders in {root}; expected {TREE_LAYOUT}")
+    if len(identities) < 2:  # a classifier of one class learns nothing (AM-Softmax refuses it)
+        raise ValueError(
+            f"{root} holds one identity folder ({identities[0].name}); training needs at least "
+            f"2 identities; expected {TREE_LAYOUT}"
+        )
     paths, labels = [], []
     for label, folder in enumerate(identities):
         images = _images_in(folder)

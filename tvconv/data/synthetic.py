@@ -81,6 +81,14 @@ def _uniform(g: torch.Generator, n: int, low: float, high: float, *shape: int) -
 # ---------------------------------------------------------------------------------------------
 
 
+MIN_IMAGE_SIZE = 16  # the smallest face the renderer draws (and the backbones' total stride)
+
+
+def _is_number(value: object) -> bool:
+    """An int or float that is not a bool (NaN passes: the range checks refuse it)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class SyntheticFacesConfig:
     """Every knob of the synthetic face data. ``nuisance`` scales all per-image variation (0 =
@@ -111,10 +119,12 @@ class SyntheticFacesConfig:
         positive = ("image_size", "train_identities", "images_per_identity", "test_identities")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"data.synthetic.{name} must be a positive int, got {value!r}")
-        if self.image_size < 16:
-            raise ValueError(f"data.synthetic.image_size must be >= 16, got {self.image_size}")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"data.synthetic.image_size must be >= {MIN_IMAGE_SIZE}, got {self.image_size}"
+            )
         if self.test_images_per_identity < 4 or self.test_images_per_identity % 2:
             raise ValueError(
                 "data.synthetic.test_images_per_identity must be an even int >= 4 (the age "
@@ -131,14 +141,16 @@ class SyntheticFacesConfig:
                 "data.synthetic.pairs_per_benchmark must be a positive multiple of 20 (10 folds, "
                 f"half same / half different), got {self.pairs_per_benchmark!r}"
             )
-        if not isinstance(self.free_shift, (int, float)) or not 0 <= self.free_shift <= 0.5:
+        if not _is_number(self.free_shift) or not 0 <= self.free_shift <= 0.5:
             raise ValueError(
                 f"data.synthetic.free_shift must be in [0, 0.5], got {self.free_shift!r}"
             )
         for name in ("nuisance", "noise", "jitter"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"data.synthetic.{name} must be a number >= 0, got {value!r}")
+            if not _is_number(value) or not 0 <= value < math.inf:
+                raise ValueError(
+                    f"data.synthetic.{name} must be a number >= 0 (finite), got {value!r}"
+                )
         if self.layout not in LAYOUTS:
             raise ValueError(
                 f"data.synthetic.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}"

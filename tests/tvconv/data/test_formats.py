@@ -72,6 +72,9 @@ def test_image_folder_errors(tmp_path, face_tree):
     (tmp_path / "flat").mkdir()
     with pytest.raises(ValueError, match="no identity folders in"):
         load_image_folder(tmp_path / "flat")
+    (tmp_path / "flat" / "ann").mkdir()
+    with pytest.raises(ValueError, match=r"holds one identity folder \(ann\); training needs"):
+        load_image_folder(tmp_path / "flat")
     (face_tree / "0003").mkdir()
     with pytest.raises(ValueError, match=r"identity folder .*0003 holds no images"):
         load_image_folder(face_tree)
