@@ -166,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             return save_views(args.entity, args.preset, dry_run=args.dry_run)
         if args.jobs < 1:
             raise SpecError(f"--jobs={args.jobs} is invalid: expected a positive int")
+        for option, value, low in (
+            ("--slurm-time-min", args.slurm_time_min, 1),
+            ("--slurm-cpus", args.slurm_cpus, 1),
+            ("--slurm-gpus", args.slurm_gpus, 0),
+            ("--slurm-mem-gb", args.slurm_mem_gb, 1),
+        ):
+            if value is not None and value < low:
+                raise SpecError(f"{option}={value} is invalid: expected an int >= {low}")
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
         gpus = parse_gpus(args.gpus) if args.gpus is not None else None
         spec = load_spec(args.study)

@@ -53,9 +53,11 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import math
 import os
 import re
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -452,7 +454,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
             f"{', '.join(list_studies())}"
         )
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: YAML syntax error: {error}") from None
     except UnicodeDecodeError as error:
@@ -468,7 +470,9 @@ def load_spec(name_or_path: str | Path) -> Spec:
     task = content.get("task", "face")
     if task not in TASKS:
         raise SpecError(f"{path}: task={task!r} is invalid: expected one of {', '.join(TASKS)}")
+    _check_kind(content.get("base") or {}, dict, f"{path}: base", "a mapping of key: value")
     presets = content.get("presets") or {}
+    _check_kind(presets, dict, f"{path}: presets", "a mapping of preset -> {base, seeds, ...}")
     for preset, settings in presets.items():
         if preset not in PRESETS or not isinstance(settings, dict):
             raise SpecError(
@@ -478,6 +482,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
         extra = sorted(set(settings) - {"base", "seeds", "overrides", "grid"})
         if extra:
             raise SpecError(f"{path}: presets.{preset}: unknown key(s) {extra}")
+        _check_preset_parts(settings, f"{path}: presets.{preset}")
         seeds = settings.get("seeds", [0])
         if isinstance(seeds, str):  # --seeds text, a list from here on
             settings["seeds"] = parse_seeds(seeds, f"{path}: presets.{preset}.seeds")
@@ -514,12 +519,15 @@ def load_spec(name_or_path: str | Path) -> Spec:
                 f"{path}: tasks.{other}: unknown key(s) {extra or unknown_presets}; expected "
                 "base, grid and presets (of the spec's presets) with grid / overrides"
             )
+        _check_kind(section.get("base") or {}, dict, f"{path}: tasks.{other}.base", "a mapping")
+        _check_kind(section.get("grid") or [], list, f"{path}: tasks.{other}.grid", "a list")
         for preset, settings in section_presets.items():
             if not isinstance(settings, dict) or set(settings) - {"grid", "overrides"}:
                 raise SpecError(
                     f"{path}: tasks.{other}.presets.{preset}: expected a mapping with grid "
                     f"and / or overrides, got {settings!r}"
                 )
+            _check_preset_parts(settings, f"{path}: tasks.{other}.presets.{preset}")
     return Spec(
         name=path.stem,
         path=path,
@@ -531,6 +539,36 @@ def load_spec(name_or_path: str | Path) -> Spec:
         tasks=tasks,
         contrasts=_check_contrasts(content.get("contrasts") or [], path, task),
     )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one
+    silently; the command line refuses repeated keys too)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_kind(value: object, kind: type, where: str, expected: str) -> None:
+    if not isinstance(value, kind):
+        raise SpecError(f"{where} must be {expected}, got {value!r}")
+
+
+def _check_preset_parts(settings: dict, where: str) -> None:
+    """A preset's ``base`` (a base config's name), ``overrides`` (a mapping) and ``grid`` (a
+    list of blocks) have the types the runner reads them as."""
+    if "base" in settings:
+        _check_kind(settings["base"], str, f"{where}.base", "a base config's name")
+    _check_kind(settings.get("overrides") or {}, dict, f"{where}.overrides", "a mapping")
+    _check_kind(settings.get("grid") or [], list, f"{where}.grid", "a list of blocks")
 
 
 def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
@@ -636,8 +674,12 @@ def _check_contrasts(contrasts: object, path: Path, task: str) -> tuple[Contrast
                 f"{where}: claim={contrast['claim']!r}: expected one of {', '.join(CLAIMS)}"
             )
         margin = contrast.get("margin", MARGIN)
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0:
-            raise SpecError(f"{where}: margin={margin!r}: expected a number > 0")
+        if (
+            isinstance(margin, bool)
+            or not isinstance(margin, (int, float))
+            or not 0 < margin < math.inf
+        ):
+            raise SpecError(f"{where}: margin={margin!r}: expected a number > 0 (finite)")
         checked.append(
             Contrast(
                 name=name,

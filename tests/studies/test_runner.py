@@ -168,6 +168,10 @@ def cli(*args, cwd=None):
             "optim.batch_size=100000 is invalid: expected at most the 69 training images",
         ),
         (["run", "init", "--preset", "smoke", "--jobs", "0"], "--jobs=0 is invalid"),
+        (["run", "init", "--preset", "smoke", "--slurm-cpus", "0"], "--slurm-cpus=0 is invalid"),
+        (["run", "init", "--preset", "smoke", "--slurm-gpus", "-1"], "--slurm-gpus=-1 is invalid"),
+        (["run", "init", "--slurm-time-min", "0"], "--slurm-time-min=0 is invalid"),
+        (["run", "init", "--slurm-mem-gb", "0"], "--slurm-mem-gb=0 is invalid: expected an int"),
         (
             [
                 "run",

@@ -194,6 +194,23 @@ def test_cross_zip_and_dedup(write_spec):
         ),
         ("task: face\npresets: {huge: {base: smoke}}\n", r"presets.huge: expected one of smoke"),
         ("task: face\ngrids: []\n", r"unknown top-level key\(s\) \['grids'\]"),
+        ("task: face\npresets: [smoke]\n", r"presets must be a mapping of preset"),
+        ("task: face\npresets: smoke\n", r"presets must be a mapping of preset"),
+        ("task: face\npresets: {smoke: {base: smoke, grid: 5}}\n", r"presets.smoke.grid must be"),
+        ("task: face\npresets: {smoke: {base: 3}}\n", r"presets.smoke.base must be a base"),
+        (
+            "task: face\npresets: {smoke: {base: smoke, overrides: [1]}}\n",
+            r"presets.smoke.overrides must be a mapping, got \[1\]",
+        ),
+        ("task: face\nbase: 5\n", r"base must be a mapping of key: value, got 5"),
+        (
+            "task: face\nbase: {optim.epochs: 1, optim.epochs: 2}\n",
+            r"YAML syntax error: key 'optim.epochs' given twice",
+        ),
+        (
+            "task: face\npresets: {smoke: {base: smoke}}\ntasks: {fundus: {grid: 3}}\n",
+            r"tasks.fundus.grid must be a list",
+        ),
         ("task: speech\n", r"task='speech' is invalid"),
         (
             "task: face\npresets: {smoke: {base: tiny}}\n",
@@ -251,6 +268,11 @@ contrasts:
             "{name: a, plus: [{model.atom: tvconv}], minus: [{model.atom: dw}], claim: none,"
             " margin: -1}",
             "margin=-1: expected a number > 0",
+        ),
+        (
+            "{name: a, plus: [{model.atom: tvconv}], minus: [{model.atom: dw}], claim: none,"
+            " margin: .nan}",
+            "margin=nan: expected a number > 0",
         ),
         (
             "{name: a, plus: [{model.atom: tvconv}], minus: [{model.atom: dw}], claim: none,"
