@@ -9,6 +9,10 @@ PRESET ?= quick
 JOBS ?= 2
 RESULTS ?= results
 OVERRIDES ?=
+# key=value overrides given to make directly (`make ablation-init optim.epochs=2`): make reads
+# them as variables; every one whose key holds a dot, and task=, goes to the runs as OVERRIDES
+CLI_OVERRIDES := $(foreach a,$(MAKEOVERRIDES),$(if $(or $(findstring .,$(firstword \
+	$(subst =, ,$(a)))),$(filter task=%,$(a))),$(a)))
 DATA_ROOT ?=
 ENTITY ?=
 DRY_RUN ?=
@@ -24,9 +28,9 @@ ANALYSE = $(PY) -m analysis --preset $(PRESET) --results $(RESULTS)
 # (make reports it as "Error 1" or "Error 2"), or with the analysis's when every run finished.
 # With OVERRIDES="task=fundus" the records are those of the study asked of the fundus task.
 define run_and_render
-	$(STUDY) $(1) $(OVERRIDES); status=$$?; \
+	$(STUDY) $(1) $(OVERRIDES) $(CLI_OVERRIDES); status=$$?; \
 	if [ $$status -ne 2 ]; then \
-		$(ANALYSE) $(1) $(if $(findstring task=fundus,$(OVERRIDES)),--task fundus); \
+		$(ANALYSE) $(1) $(if $(findstring task=fundus,$(OVERRIDES) $(CLI_OVERRIDES)),--task fundus); \
 		rendered=$$?; if [ $$status -eq 0 ]; then status=$$rendered; fi; \
 	fi; exit $$status
 endef

@@ -181,6 +181,14 @@ def test_make_passes_data_root_only_when_given():
     assert "DATA_ROOT=" not in dry()
     assert "DATA_ROOT=/data python -m studies run" in dry("DATA_ROOT=/data")
     assert "--cells 'atom=tvconv*'" in dry("CELLS=atom=tvconv*")
+    # key=value given to make itself: make reads them as variables; they reach the runs too
+    direct = dry("optim.epochs=2", "task=fundus", "PRESET=smoke")
+    (run_line,) = [line for line in direct.splitlines() if "studies run" in line]
+    assert {"optim.epochs=2", "task=fundus", "PRESET=smoke"} & set(run_line.split()) == {
+        "optim.epochs=2",
+        "task=fundus",
+    }
+    assert "analysis --preset smoke --results results init --task fundus" in direct
 
 
 # ------------------------------------------------------------------ labels that are their config
