@@ -41,7 +41,8 @@ from tvconv._engine import device_problem, visible_gpus
 
 class _Progress:
     """Sweep progress: a tqdm bar on a terminal; otherwise (a log file, CI, nohup, SLURM) one
-    line per finished run: count, status, cell, seed, key metric, its time and the sweep's ETA."""
+    line per finished run: count, status, cell, seed, key metric (or why it failed), its time,
+    the sweep's done / running / failed / remaining counts and its ETA."""
 
     def __init__(self, total: int, out, root: Path | None = None) -> None:
         self.counts = {"done": 0, "failed": 0, "running": 0}
@@ -74,12 +75,19 @@ class _Progress:
             value = (record.get("metrics") or {}).get(key)
             if isinstance(value, (int, float)):
                 text += f"  {key}={value:.4g}"
-            if record.get("started") and record.get("finished"):
-                text += f"  {duration(record['finished'] - record['started'])}"
         elif status == "failed" and record:
             reason = (record.get("error") or "").strip().splitlines()
             text += f"  ({reason[-1][:120]})" if reason else ""
+        if status in ("complete", "failed") and record:
+            started, ended = record.get("started"), record.get("finished")
+            if isinstance(started, (int, float)) and isinstance(ended, (int, float)):
+                text += f"  {duration(ended - started)}"
         left = self.total - finished
+        running = self.counts["running"]
+        text += (
+            f"  [done {self.counts['done']}, running {running}, failed {self.counts['failed']}, "
+            f"remaining {left - running}]"
+        )
         if finished > 0 and left > 0:
             eta = (time.monotonic() - self.start) / finished * left
             text += f"  ETA {duration(eta)} for {left} run(s)"

@@ -159,9 +159,15 @@ def test_progress_is_one_line_per_finished_run_off_a_terminal(write_spec, tmp_pa
     lines = [line for line in out.splitlines() if line.startswith("[")]
     assert len(lines) == 2
     assert re.match(
-        r"\[1/2\] complete +atom=dw seed=0  mean_acc_pct=[\d.]+  \d+s  ETA \d+s", lines[0]
+        r"\[1/2\] complete +atom=dw seed=0  mean_acc_pct=[\d.]+  \d+s  "
+        r"\[done 1, running 0, failed 0, remaining 1\]  ETA \d+s",
+        lines[0],
     )
-    assert re.match(r"\[2/2\] complete +atom=tvconv seed=0  mean_acc_pct=[\d.]+  \d+s$", lines[1])
+    assert re.match(
+        r"\[2/2\] complete +atom=tvconv seed=0  mean_acc_pct=[\d.]+  \d+s  "
+        r"\[done 2, running 0, failed 0, remaining 0\]$",
+        lines[1],
+    )
 
 
 def test_a_saved_view_per_study_groups_its_runs_by_cell(capsys):
