@@ -23,6 +23,7 @@ shared with ``tvconv.train``. CLI: ``python -m tvconv.segment [--preset quick|sm
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,7 @@ from tvconv.data.datasets import FundusSet, to_model_input
 from tvconv.data.fundus import DOMAINS, LAYOUT, load_fundus_domains
 from tvconv.data.synthetic_fundus import make_fundus_domains, split_size
 from tvconv.metrics import postprocess, segmentation_metrics
+from tvconv.models.seg import load_backbone
 
 EXAMPLES = 4  # test images kept with their predictions for the analysis figure
 
@@ -239,12 +241,32 @@ def build_model(config: FundusConfig) -> nn.Module:
 
 
 def check_model(config: FundusConfig) -> None:
-    """Build the segmenter of ``config`` (without loading the backbone weights, whose file
-    ``check_paths`` checks) and probe it at its input size (``models.check_buildable``)."""
+    """Build the segmenter of ``config`` and probe it at its input size
+    (``models.check_buildable``); load its backbone weights, if any, into its backbone (once
+    per file and model: a sweep's runs share them)."""
     settings = config.model
     models.check_buildable(
         settings.name, settings.atom, config.data.image_size, **settings.tvconv_options()
     )
+    if settings.backbone_weights is not None and Path(settings.backbone_weights).is_file():
+        weights = Path(settings.backbone_weights)
+        stat = weights.stat()
+        problem = _backbone_weights_problem(
+            settings.name, config.data.image_size, str(weights), stat.st_mtime_ns
+        )
+        if problem:
+            fail("model.backbone_weights", settings.backbone_weights, problem)
+
+
+@functools.cache
+def _backbone_weights_problem(name: str, size: int, path: str, _modified_ns: int) -> str | None:
+    """Why the weights at ``path`` do not load into model ``name``'s backbone, or None."""
+    model = models.create(name, atom="aspp", input_size=size)
+    try:
+        load_backbone(model.backbone, path)
+    except ValueError as error:
+        return f"weights that load into {name}'s backbone ({error})"
+    return None
 
 
 def training_images(config: FundusDataConfig) -> int:

@@ -126,6 +126,32 @@ def test_backbone_weights_load_from_torchvision_layout_and_bad_files_are_refused
         load_backbone(source, tmp_path / "missing.pth")
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"hello\n", "cannot be read as a state dict"),
+        ([1, 2], r"expected a state dict \(parameter name -> tensor\), got list"),
+        ({"features.0.0.weight": "x"}, "with values that are not tensors"),
+        ({"features.0.0.weight": torch.zeros(3)}, "do not fit MobileNetV2 width 0.35"),
+    ],
+    ids=["text", "list", "strings", "wrong keys"],
+)
+def test_backbone_weights_that_do_not_load_are_refused_before_any_run(tmp_path, content, message):
+    """Checked when the run is planned (``check_config``), not found inside the run."""
+    from tvconv.segment import check_config, smoke_config
+
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    config = override(smoke_config(), f"model.backbone_weights={path}")
+    with pytest.raises(ValueError, match=f"model.backbone_weights=.*{message}"):
+        check_config(config)
+    torch.save(MobileNetV2Backbone(0.35).state_dict(), path)  # the same file, now loadable
+    check_config(config)
+
+
 def test_geometric_augmentation_moves_masks_with_their_images():
     generator = torch.Generator().manual_seed(0)
     masks = torch.zeros(6, 2, 32, 32, dtype=torch.bool)

@@ -203,10 +203,22 @@ def load_backbone(backbone: MobileNetV2Backbone, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"backbone weights {path} do not exist (no download is ever made)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"backbone weights {path}: expected a state dict, got {type(state)}")
-    state = state.get("state_dict", state)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, a truncated one, a pickle of other objects
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ValueError(
+            f"backbone weights {path} cannot be read as a state dict ({type(error).__name__}: "
+            f"{reason}); expected a file saved by torch.save(model.state_dict())"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"backbone weights {path}: expected a state dict (parameter name -> tensor), got "
+            f"{type(state).__name__}"
+            + (" with values that are not tensors" if isinstance(state, dict) else "")
+        )
     expected = backbone.state_dict()
     missing = [key for key in expected if key not in state]
     wrong = [
