@@ -221,6 +221,12 @@ def test_count_params_hand_counts():
     assert list(rows) == ["stem", "norm", "spatial", "fc"]
     assert rows["spatial"]["trainable_params"] == TINY_TVCONV_PARAMS
     assert rows["spatial"]["deployed_params"] == TINY_CACHED_PARAMS
+    for row in rows.values():  # float32: 4 bytes a parameter, per layer and in the totals
+        assert row["trainable_bytes"] == 4 * row["trainable_params"]
+        assert row["deployed_bytes"] == 4 * row["deployed_params"]
+    half = count_params(TinyNet().half())
+    assert half["layers"][2]["deployed_bytes"] == 2 * TINY_CACHED_PARAMS
+    assert half["deployed_bytes"] == sum(row["deployed_bytes"] for row in half["layers"])
     model.stem.weight.requires_grad_(False)
     frozen = count_params(model)
     assert frozen["trainable_params"] == 1397 - 108
@@ -301,7 +307,12 @@ def test_measure_latency_training_step_rows():
         ({"form": "infer"}, "form must be one of train, deploy, got 'infer'"),
         ({"batch_sizes": (0, 2)}, r"batch_sizes must be positive ints, got \(0, 2\)"),
         ({"threads": ()}, r"threads must be positive ints, got \(\)"),
-        ({"min_run_time": 0}, "min_run_time must be > 0"),
+        ({"min_run_time": 0}, "min_run_time must be a finite number of seconds > 0"),
+        ({"min_run_time": math.nan}, "min_run_time must be a finite number of seconds > 0"),
+        ({"min_run_time": math.inf}, "min_run_time must be a finite number of seconds > 0"),
+        ({"min_run_time": "0.1"}, "min_run_time must be a finite number of seconds > 0"),
+        ({"warmup_runs": 1.5}, "warmup_runs must be an int >= 0, got 1.5"),
+        ({"threads": 2.0}, "threads must be a positive int or a list of them, got 2.0"),
         ({"form": "train", "batch_sizes": (1, 2)}, "BatchNorm needs more than one image"),
     ],
 )
@@ -348,6 +359,14 @@ def test_layer_grid_rows():
         assert row["environment"]["threads"] == row["threads"] == 1
     with pytest.raises(ValueError, match="resolutions must be positive ints"):
         benchmark_layer_grid((4,), (), (1,))
+    for bad, message in (
+        ({"min_run_time": 0}, "min_run_time must be a finite number"),
+        ({"min_run_time": math.nan}, "min_run_time must be a finite number"),
+        ({"warmup_runs": -1}, "warmup_runs must be an int >= 0"),
+        ({"kernel_size": -3}, "kernel_size must be a positive odd int, got -3"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            benchmark_layer_grid((4,), (8,), (1,), **bad)
 
 
 def test_cli_counts_only(capsys):
@@ -486,3 +505,24 @@ def test_profile_config_device_and_dtype():
     assert set(result_fields("profile", to_dict(ProfileConfig()))) & {"device", "dtype"} == set()
     changed = result_fields("profile", to_dict(ProfileConfig(device="cuda", dtype="bfloat16")))
     assert changed["device"] == "cuda" and changed["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"min_run_time": math.inf}, "profile.min_run_time=inf is invalid"),
+        ({"min_run_time": -1}, "profile.min_run_time=-1 is invalid"),
+        ({"threads": (0,)}, r"profile.threads=\(0,\) is invalid"),
+        ({"batch_sizes": (1.5,)}, r"profile.batch_sizes=\(1.5,\) is invalid"),
+        ({"input_size": 0}, "profile.input_size=0 is invalid"),
+        ({"layer_channels": -8}, "profile.layer_channels=-8 is invalid"),
+        ({"form": "train", "batch_sizes": (1, 2)}, "sizes >= 2 with profile.form=train"),
+    ],
+)
+def test_a_profile_config_that_cannot_be_measured_is_refused(override, message):
+    """Refused when the sweep is planned: inf timed forever, threads=0 failed inside the run,
+    a negative min_run_time "completed" with a one-sample ratio."""
+    from tvconv.profile.runs import ProfileConfig, check
+
+    with pytest.raises(ValueError, match=message):
+        check(ProfileConfig(**override))

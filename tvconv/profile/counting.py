@@ -510,11 +510,11 @@ def count_params(model: nn.Module) -> dict:
     any, in place of the affinity maps and generators; everything else is kept. Returns
     ``trainable_params``, ``trainable_bytes``, ``deployed_params``, ``deployed_bytes`` and
     ``layers``: one row per module owning parameters (a TVConv as one row) with name, type,
-    trainable_params and deployed_params. Shared parameters count once.
+    trainable_params, trainable_bytes, deployed_params and deployed_bytes; the totals are the
+    rows' sums. Shared parameters count once.
     """
     seen: set[int] = set()
     layers = []
-    trainable_bytes = deployed_bytes = 0
     inside_tvconv = _inside_translation_variant(model)
     folded = _folded_bias_layers(model)
     for name, module in model.named_modules():
@@ -523,31 +523,27 @@ def count_params(model: nn.Module) -> dict:
         if isinstance(module, TVConv):
             owned = [p for p in module.parameters() if id(p) not in seen]
             deployed = _cached_params(module, folded)
-            deployed_bytes += deployed * next(module.parameters()).element_size()
+            deployed_bytes = deployed * next(module.parameters()).element_size()
         elif isinstance(module, BiasedTVConv):  # its bias deploys inside its layer's
             owned = [p for p in module.parameters(recurse=False) if id(p) not in seen]
-            deployed = 0
+            deployed = deployed_bytes = 0
         else:
             owned = [p for p in module.parameters(recurse=False) if id(p) not in seen]
             deployed = sum(p.numel() for p in owned)
-            deployed_bytes += sum(p.numel() * p.element_size() for p in owned)
+            deployed_bytes = sum(p.numel() * p.element_size() for p in owned)
         if not owned:
             continue
         seen.update(id(p) for p in owned)
         trainable = [p for p in owned if p.requires_grad]
-        trainable_bytes += sum(p.numel() * p.element_size() for p in trainable)
         layers.append(
             {
                 "name": name,
                 "type": type(module).__name__,
                 "trainable_params": sum(p.numel() for p in trainable),
+                "trainable_bytes": sum(p.numel() * p.element_size() for p in trainable),
                 "deployed_params": deployed,
+                "deployed_bytes": deployed_bytes,
             }
         )
-    return {
-        "trainable_params": sum(row["trainable_params"] for row in layers),
-        "trainable_bytes": trainable_bytes,
-        "deployed_params": sum(row["deployed_params"] for row in layers),
-        "deployed_bytes": deployed_bytes,
-        "layers": layers,
-    }
+    totals = ("trainable_params", "trainable_bytes", "deployed_params", "deployed_bytes")
+    return {**{key: sum(row[key] for row in layers) for key in totals}, "layers": layers}

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import torch
 
 from tvconv import models
-from tvconv.config import check_device
+from tvconv.config import check_device, fail, int_at_least, positive_int
 from tvconv.convert import deploy
 from tvconv.ops import TVConvOptions
 from tvconv.profile.counting import FORMS, count_macs_stock, count_params, cross_check_macs
-from tvconv.profile.timing import benchmark_layer_grid, measure_latency
+from tvconv.profile.timing import benchmark_layer_grid, check_timing, measure_latency
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,8 +32,8 @@ class ProfileConfig:
     form: str = "deploy"
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     threads: tuple[int, ...] = (1, 2)
-    inter_channels: int = 64
-    inter_layers: int = 3
+    inter_channels: int = TVConvOptions.inter_channels  # the layer's defaults, declared there
+    inter_layers: int = TVConvOptions.inter_layers
     layer_channels: int = 0
     layer_stride: int = 1
     min_run_time: float = 0.2
@@ -52,6 +52,16 @@ class ProfileConfig:
             raise ValueError(f"profile.form={self.form!r} is invalid: expected train or deploy")
         if not self.batch_sizes or not self.threads:
             raise ValueError("profile.batch_sizes and profile.threads must not be empty")
+        for key in ("batch_sizes", "threads"):
+            values = getattr(self, key)
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+                fail(f"profile.{key}", values, "positive ints")
+        positive_int("profile.input_size", self.input_size)
+        int_at_least("profile.layer_channels", self.layer_channels, 0)
+        try:
+            check_timing(self.min_run_time, 0)
+        except ValueError:
+            fail("profile.min_run_time", self.min_run_time, "a finite number of seconds > 0")
         if self.layer_stride not in (1, 2):
             raise ValueError(f"profile.layer_stride={self.layer_stride!r}: expected 1 or 2")
         check_device("profile.device", self.device)
@@ -79,9 +89,16 @@ def _device(config: ProfileConfig) -> str | None:
 
 
 def check(config: ProfileConfig) -> None:
-    """The measured model built at its input size (a layer measurement needs no model)."""
+    """The measured model built at its input size (a layer measurement needs no model); a
+    training-form measurement timed on batches BatchNorm can train on."""
     if config.layer_channels:
         return
+    if config.form == "train" and min(config.batch_sizes) < 2:
+        fail(
+            "profile.batch_sizes",
+            config.batch_sizes,
+            "sizes >= 2 with profile.form=train (BatchNorm trains on more than one image)",
+        )
     models.check_buildable(config.model, config.atom, config.input_size, **config.tvconv_options())
 
 

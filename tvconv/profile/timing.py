@@ -138,6 +138,8 @@ def time_step(
 
 
 def _check_positive_ints(name: str, values: int | Sequence[int]) -> tuple[int, ...]:
+    if not isinstance(values, (int, list, tuple, range)):
+        raise ValueError(f"{name} must be a positive int or a list of them, got {values!r}")
     values = (values,) if isinstance(values, int) else tuple(values)
     if not values or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
@@ -182,6 +184,18 @@ def _inference_step(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def check_timing(min_run_time: float, warmup_runs: int) -> None:
+    """``min_run_time`` a finite number of seconds > 0 (NaN or inf would time forever) and
+    ``warmup_runs`` an int >= 0; ValueError otherwise."""
+    number = isinstance(min_run_time, (int, float)) and not isinstance(min_run_time, bool)
+    if not number or not 0 < min_run_time < math.inf:
+        raise ValueError(
+            f"min_run_time must be a finite number of seconds > 0, got {min_run_time!r}"
+        )
+    if not isinstance(warmup_runs, int) or isinstance(warmup_runs, bool) or warmup_runs < 0:
+        raise ValueError(f"warmup_runs must be an int >= 0, got {warmup_runs!r}")
+
+
 def check_latency_args(
     model: nn.Module,
     form: str,
@@ -195,10 +209,7 @@ def check_latency_args(
         raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
     batch_sizes = _check_positive_ints("batch_sizes", batch_sizes)
     threads = _check_positive_ints("threads", threads)
-    if min_run_time <= 0 or warmup_runs < 0:
-        raise ValueError(
-            f"min_run_time must be > 0 and warmup_runs >= 0, got {min_run_time!r}, {warmup_runs!r}"
-        )
+    check_timing(min_run_time, warmup_runs)
     if form == "train":
         if any(isinstance(m, TVConvDeploy) for m in model.modules()):
             raise ValueError(
@@ -315,8 +326,11 @@ def benchmark_layer_grid(
     resolutions = _check_positive_ints("resolutions", resolutions)
     batch_sizes = _check_positive_ints("batch_sizes", batch_sizes)
     strides = _check_positive_ints("strides", strides)
-    if not isinstance(threads, int) or threads < 1:
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
+    check_timing(min_run_time, warmup_runs)
     device = default_device(device)
     env = environment(device, threads)
     generator = torch.Generator().manual_seed(seed)
