@@ -213,27 +213,48 @@ def load_pair_list(
 BIN_LAYOUT = "a pickled (list of encoded image bytes, list of booleans), 2 images per pair"
 
 
-def _bounded(build: type, limit: int):
+class _Allowance:
+    """The bytes an unpickle may still build: what the file holds, shared by every ``bytes``,
+    ``bytearray`` and ``_codecs.encode`` call (a 5-byte opcode sequence can copy a memoised
+    100 KB string once more each time, so a bound per call is not enough)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.left = limit, limit
+
+    def take(self, size: int, what: str) -> None:
+        if size > self.left:
+            raise pickle.UnpicklingError(
+                f"refusing {what}: the objects built would exceed the file's {self.limit} bytes"
+            )
+        self.left -= size
+
+
+def _bounded(build: type, allowance: _Allowance):
     """``bytes`` / ``bytearray`` for the unpickler: from bytes or text only (never from a size:
-    ``bytearray(300_000_000)`` is 48 bytes of pickle) and never longer than ``limit``."""
+    ``bytearray(300_000_000)`` is 48 bytes of pickle), within the file's ``allowance``."""
 
     def construct(*args):
         if args and isinstance(args[0], int):
             raise pickle.UnpicklingError(f"refusing {build.__name__}(<size>): allocates memory")
-        value = build(*args)
-        if len(value) > limit:
-            raise pickle.UnpicklingError(f"refusing a {len(value)}-byte {build.__name__}")
-        return value
+        if args and isinstance(args[0], (bytes, bytearray, str)):
+            allowance.take(len(args[0]), f"a {len(args[0])}-byte {build.__name__}")
+        return build(*args)
 
     return construct
 
 
-def _latin1_encode(text: object, encoding: str = "latin1") -> bytes:
+def _latin1_encode(allowance: _Allowance):
     """``_codecs.encode`` as Python 2 pickles of byte strings use it: text to latin-1 bytes (no
-    other codec: "hex" doubles its input, so nested calls could grow without bound)."""
-    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
-        raise pickle.UnpicklingError(f"refusing _codecs.encode(..., {encoding!r})")
-    return _codecs.encode(text, "latin1")
+    other codec: "hex" doubles its input, so nested calls could grow without bound), within the
+    file's ``allowance``."""
+
+    def encode(text: object, encoding: str = "latin1") -> bytes:
+        if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+            raise pickle.UnpicklingError(f"refusing _codecs.encode(..., {encoding!r})")
+        allowance.take(len(text), f"a {len(text)}-character _codecs.encode")
+        return _codecs.encode(text, "latin1")
+
+    return encode
 
 
 def _sequence(build: type):
@@ -255,16 +276,16 @@ class _BenchmarkUnpickler(pickle.Unpickler):
 
     def __init__(self, data: bytes) -> None:
         super().__init__(io.BytesIO(data), encoding="bytes")
-        limit = len(data)
+        allowance = _Allowance(len(data))
         builders = {
-            "bytes": _bounded(bytes, limit),
-            "bytearray": _bounded(bytearray, limit),
+            "bytes": _bounded(bytes, allowance),
+            "bytearray": _bounded(bytearray, allowance),
             "list": _sequence(list),
             "tuple": _sequence(tuple),
             "bool": bool,
         }
         self.allowed = {
-            ("_codecs", "encode"): _latin1_encode,
+            ("_codecs", "encode"): _latin1_encode(allowance),
             **{(module, name): f for module in BUILTINS for name, f in builders.items()},
         }
 
@@ -320,7 +341,7 @@ def read_bin(path: str | Path) -> tuple[list[bytes], list[bool]]:
         raise ValueError(message)
     check_pair_count(len(flags), str(path))
     check_pair_flags(list(flags), str(path))
-    blobs = [bytes(b) for b in blobs]
+    blobs = [b if isinstance(b, bytes) else bytes(b) for b in blobs]
     for number, blob in enumerate(blobs):
         check_image_header(blob, f"#{number} in {path}", BIN_LAYOUT)
     return blobs, list(flags)

@@ -328,6 +328,22 @@ def test_bin_that_would_allocate_is_refused_before_it_allocates(tmp_path):
     path.write_bytes(pickle.dumps((list(b"x" * 40), [True] * 20), protocol=2))
     with pytest.raises(ValueError, match="unexpected element types"):
         load_bin(path)
+    # one 2 KB string, memoised, copied 50 times by 5-byte opcode runs: 100 KB from a 2 KB file
+    blob = encoded(solid(0)).ljust(2000, b"\0")
+    copies = b"h\x00h\x01R" * 50  # BINGET 0, BINGET 1, REDUCE: bytearray(blob) again
+    flags = b"(" + b"\x88\x89" * 12 + b"\x88l"  # 25 flags
+    path.write_bytes(
+        b"\x80\x03cbuiltins\nbytearray\nq\x00B"
+        + len(blob).to_bytes(4, "little")
+        + blob
+        + b"\x85q\x01("
+        + copies
+        + b"l"
+        + flags
+        + b"\x86."
+    )
+    with pytest.raises(ValueError, match="the objects built would exceed the file's"):
+        read_bin(path)
 
 
 def test_readers_check_without_decoding(tmp_path, pair_list, face_tree):
