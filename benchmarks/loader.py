@@ -94,10 +94,11 @@ def measure(mode: str, root: Path, image_size: int, batch: int, batches: int, wo
 
 def step_images_per_s(image_size: int, batch: int, threads: int, steps: int = 3) -> float:
     """Training steps of the paper preset's model (forward, AM-Softmax loss, backward, SGD)."""
+    from tvconv.config import override
     from tvconv.train import TrainConfig, build_model
 
     torch.set_num_threads(threads)
-    config = TrainConfig()
+    config = override(TrainConfig(), f"data.image_size={image_size}")  # the model's input too
     model = build_model(config, num_classes=10_575).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     images = torch.randn(batch, 3, image_size, image_size).contiguous(
@@ -142,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.image_size % 16:
+        parser.error(f"--image-size {args.image_size}: the models need a multiple of 16")
+    if args.images < 2 * args.batch and not args.measure:
+        parser.error(
+            f"--images {args.images} holds fewer than two batches of --batch {args.batch}: "
+            "no steady rate can be measured"
+        )
     if args.measure:
         numbers = measure(
             args.measure, args.root, args.image_size, args.batch, args.batches, args.workers

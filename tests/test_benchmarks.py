@@ -60,3 +60,19 @@ def test_gpu_check_summary_states_the_issue_ratios():
     assert lines[-1] == "deployed batch 256 torch.bfloat16: TVConv x0.5 / dw x1.0 images/s 1.50"
     assert gpu_check.summary({"layers": {"failures": ["x"]}}) == []  # a failed part prints nothing
     assert torch.cuda.is_available() or gpu_check.main([]) == 2  # no GPU: says so, exit 2
+
+
+def test_bench_loader_runs_at_any_model_size_and_refuses_a_tree_smaller_than_two_batches():
+    command = [sys.executable, "benchmarks/loader.py", "--batch", "16", "--batches", "3",
+               "--threads", "1", "--workers", "0"]  # fmt: skip
+    completed = subprocess.run(
+        [*command, "--images", "64", "--image-size", "32"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "training step (paper model, 1 threads)" in completed.stdout
+    assert {line.split()[0] for line in completed.stdout.splitlines()} >= {"in-memory", "lazy"}
+    too_few = subprocess.run(
+        [*command, "--images", "20"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert too_few.returncode == 2 and "fewer than two batches" in too_few.stderr
