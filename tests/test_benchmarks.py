@@ -71,7 +71,10 @@ def test_bench_loader_runs_at_any_model_size_and_refuses_a_tree_smaller_than_two
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "training step (paper model, 1 threads)" in completed.stdout
-    assert {line.split()[0] for line in completed.stdout.splitlines()} >= {"in-memory", "lazy"}
+    assert {line.split(maxsplit=1)[0] for line in completed.stdout.splitlines() if line} >= {
+        "in-memory",
+        "lazy",
+    }
     too_few = subprocess.run(
         [*command, "--images", "20"], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
