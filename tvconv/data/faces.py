@@ -369,6 +369,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # "-" or "_" (cfp_ff, CFP-FF and cfpff are one benchmark).
 PAPER_ORDER = ("lfw", "cfpff", "agedb30", "calfw")
 RESERVED_NAMES = ("mean", "train", "floor")
+# a metric <name>_acc_pct of a benchmark named floor_x would read as a floor's (floor_x_acc_pct)
+RESERVED_PREFIXES = ("floor_", "floor-", "diff_")
 
 
 def _folded(name: str) -> str:
@@ -436,11 +438,12 @@ def parse_benchmarks(entries: tuple[str, ...] | list[str]) -> list[BenchmarkSour
             if not colon or not path or not root:
                 raise ValueError(f"data.benchmarks entry {entry!r}: expected {ENTRY_LAYOUT}")
         name = name or default_name(path)
-        if not NAME.fullmatch(name) or _folded(name) in RESERVED_NAMES:
+        reserved = _folded(name) in RESERVED_NAMES or name.lower().startswith(RESERVED_PREFIXES)
+        if not NAME.fullmatch(name) or reserved:
             raise ValueError(
                 f"data.benchmarks entry {entry!r}: the name {name!r} must be letters, digits, "
-                f"'_' or '-' (not {', '.join(RESERVED_NAMES)}); name it with name=... "
-                f"({ENTRY_LAYOUT})"
+                f"'_' or '-' (not {', '.join(RESERVED_NAMES)}, nor start with floor_ or diff_); "
+                f"name it with name=... ({ENTRY_LAYOUT})"
             )
         clash = next((s for s in sources if _folded(s.name) == _folded(name)), None)
         if clash is not None:

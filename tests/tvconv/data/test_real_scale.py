@@ -87,6 +87,8 @@ def test_benchmark_names(tmp_path):
         (["cfp_ff=/a/1.bin", "CFP-FF=/a/2.bin"], r"two benchmarks are named 'CFP-FF'"),
         (["a b=/a/1.bin"], r"the name 'a b' must be letters"),
         (["mean=/a/1.bin"], r"the name 'mean' must be letters"),
+        (["floor_lfw=/a/1.bin"], r"the name 'floor_lfw' .* nor start with floor_ or diff_"),
+        (["/a/diff_x.bin"], r"the name 'diff_x' .* nor start with floor_"),
         (["/a/pairs.txt"], r"expected \[name=\]file\.bin or \[name=\]pairs\.txt:image_root"),
     ],
 )
