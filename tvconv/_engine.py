@@ -146,6 +146,17 @@ def check_machine(config: object) -> None:
         problem := output_problem(Path(folder) / CHECKPOINT, "checkpoint_dir")
     ):
         raise ValueError(problem)
+    check_ranks(config.optim.batch_size, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def check_ranks(batch_size: int, world_size: int) -> None:
+    """Under torchrun the global batch is split evenly between the ranks."""
+    if batch_size % world_size:
+        fail(
+            "optim.batch_size",
+            batch_size,
+            f"a multiple of the {world_size} ranks torchrun started (each takes an equal share)",
+        )
 
 
 def start_runtime(config: object) -> Runtime:
@@ -161,17 +172,13 @@ def start_runtime(config: object) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Runtime(device)
+    check_ranks(config.optim.batch_size, world_size)  # before any rank joins the group
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if config.optim.batch_size % world_size:
-        raise ValueError(
-            f"optim.batch_size={config.optim.batch_size} must be divisible by the number of "
-            f"ranks ({world_size})"
-        )
     return Runtime(device, rank, world_size)
 
 

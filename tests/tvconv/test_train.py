@@ -370,3 +370,14 @@ def test_a_key_that_follows_another_is_refused_not_dropped():
         override(config, "data.synthetic.image_size=64")
     assert override(config, "data.synthetic.image_size=32") == config  # what it follows already
     assert override(config, "data.image_size=48").data.synthetic.image_size == 48
+
+
+def test_a_batch_torchrun_cannot_split_evenly_is_bad_input(monkeypatch, capsys):
+    """Checked before training (exit 2), not inside the process group on every rank."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as caught:
+        train_main(["--preset", "smoke", "optim.batch_size=15"])
+    assert caught.value.code == 2
+    assert "optim.batch_size=15 is invalid: expected a multiple of the 2 ranks" in (
+        capsys.readouterr().err
+    )
