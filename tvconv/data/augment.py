@@ -1,23 +1,28 @@
 """Train-time augmentation: batched tensor ops, deterministic under a ``torch.Generator``.
 
 An augmentation is written as a spec string of comma-separated operations, each ``name`` or
-``name:strength`` and applied in the order given, e.g. ``"hflip,shift:0.1,rotate:10"``. Every
-strength is relative to the frame, so an augmentation is equally strong at any image size:
+``name:strength`` and applied in the order given, e.g. ``"hflip,shift:0.1,rotate:10"`` (``none``
+alone or in a list adds nothing). Every strength is relative to the frame, so an augmentation is
+equally strong at any image size:
 
 | op     | strength                        | what it does (per image, at random)               |
 |--------|---------------------------------|---------------------------------------------------|
 | hflip  | probability (default 0.5)       | horizontal flip (the paper's only augmentation)   |
 | shift  | max fraction f (default 0.1)    | translate by whole pixels, up to round(f * side)  |
 |        |                                 | along each axis: pad, crop                        |
-| crop   | min area fraction (default 0.5) | random resized crop, aspect in [3/4, 4/3]         |
+| crop   | min area fraction (default 0.5) | random resized crop, aspect in [3/4, 4/3]; or an  |
+|        | or an area range lo-hi          | area range (``crop:0.3-0.8``)                     |
 | rotate | max degrees (default 15)        | in-plane rotation about the centre                |
 | color  | jitter amount s (default 0.4)   | brightness, contrast, saturation x U(1-s, 1+s)    |
+|        |                                 | (also spelled ``colour``)                         |
 | cutout | side fraction (default 0.3)     | one square of round(f * side) pixels set to the   |
 |        |                                 | mean value (0)                                    |
 
 shift and cutout work in whole pixels, so a fraction is as strong at any size only up to that
 rounding (``shift:0.05`` is 2 px, 6.3% of a 32 px frame, and 5 px, 5.2% of a 96 px one);
-``Augmentation.check_size`` refuses a non-zero strength that rounds to no pixel at all.
+``Augmentation.check_size`` refuses a non-zero strength that rounds to no pixel at all. Both
+also take a strength in pixels (``shift:4px``: +/-4 px at any size; ``cutout:8px``), which is
+then not the same strength at another size.
 
 Images are model inputs in [-1, 1] (``to_model_input``); geometric ops fill uncovered pixels with
 -1 (black, as zero-padding a uint8 image). ``LEVELS`` names the ladder of the
@@ -60,9 +65,18 @@ def _hflip(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+class Pixels(int):
+    """A whole-pixel op's strength given in pixels (``shift:4px``), not as a fraction."""
+
+
+def _pixels(strength: float, side: int) -> int:
+    """Pixels of a whole-pixel op's strength along a side of ``side`` pixels."""
+    return int(strength) if isinstance(strength, Pixels) else round(strength * side)
+
+
 def _shift(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
-    ky, kx = round(fraction * h), round(fraction * w)  # the same fraction at any size
+    ky, kx = _pixels(fraction, h), _pixels(fraction, w)  # the same fraction at any size
     padded = F.pad(x, (kx, kx, ky, ky), value=FILL)
     dy = torch.randint(0, 2 * ky + 1, (n,), generator=g)
     dx = torch.randint(0, 2 * kx + 1, (n,), generator=g)
@@ -82,9 +96,10 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return shifted + FILL
 
 
-def _crop(x: torch.Tensor, min_area: float, g: torch.Generator) -> torch.Tensor:
+def _crop(x: torch.Tensor, area: float | tuple[float, float], g: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
-    area = torch.rand(n, generator=g) * (1 - min_area) + min_area
+    low, high = area if isinstance(area, tuple) else (area, 1.0)
+    area = torch.rand(n, generator=g) * (high - low) + low
     log_ratio = (torch.rand(n, generator=g) * 2 - 1) * math.log(4 / 3)
     ratio = torch.exp(log_ratio)
     sx = torch.sqrt(area * ratio).clamp(max=1)  # crop width / image width
@@ -123,7 +138,7 @@ def _color(x: torch.Tensor, s: float, g: torch.Generator) -> torch.Tensor:
 
 def _cutout(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
-    side_h, side_w = round(fraction * h), round(fraction * w)  # 0: no hole
+    side_h, side_w = min(_pixels(fraction, h), h), min(_pixels(fraction, w), w)  # 0: no hole
     top = torch.randint(0, h - side_h + 1, (n,), generator=g)[:, None, None]
     left = torch.randint(0, w - side_w + 1, (n,), generator=g)[:, None, None]
     rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
@@ -158,13 +173,31 @@ class Augmentation:
     """A parsed spec (or a named level of ``LEVELS``); call with (images, generator)."""
 
     def __init__(self, spec: str = "") -> None:
+        if not isinstance(spec, str):
+            raise ValueError(
+                f"augmentation must be a spec string such as 'hflip,shift:0.1' or a level "
+                f"({', '.join(LEVELS)}), got {spec!r}"
+            )
         self.spec = LEVELS.get(spec, spec)
-        self.steps = [parse_op(token) for token in self.spec.split(",") if token.strip()]
+        self.steps = [
+            parse_op(token) for token in self.spec.split(",") if token.strip() not in ("", "none")
+        ]
 
     def check_size(self, side: int) -> None:
         """Refuse a whole-pixel op (``WHOLE_PIXELS``) whose non-zero strength rounds to 0 pixels
         on a ``side``-pixel frame: it would silently do nothing. Raises ValueError."""
         for name, strength in self.steps:
+            if isinstance(strength, Pixels):
+                if name == "shift" and 2 * strength > side:
+                    raise ValueError(
+                        f"augmentation 'shift:{strength}px' moves more than half of a {side} px "
+                        f"image; expected at most {side // 2}px"
+                    )
+                if name == "cutout" and strength > side:
+                    raise ValueError(
+                        f"augmentation 'cutout:{strength}px' is larger than a {side} px image"
+                    )
+                continue
             if name in WHOLE_PIXELS and strength > 0 and round(strength * side) == 0:
                 raise ValueError(
                     f"augmentation '{name}:{strength:g}' is 0 pixels on a {side} px image "
@@ -196,8 +229,15 @@ class Augmentation:
         return f"Augmentation({self.spec!r})"
 
 
-def parse_op(token: str) -> tuple[str, float]:
+ALIASES = {"colour": "color"}
+
+
+def parse_op(token: str) -> tuple[str, float | tuple[float, float]]:
+    """``(name, strength)`` of one ``name[:strength]`` token: a number in the op's range, a
+    ``Pixels`` count for ``shift`` / ``cutout`` given as ``<k>px``, a (low, high) area range for
+    ``crop`` given as ``lo-hi``. Raises ValueError naming the token and what is expected."""
     name, colon, value = token.strip().partition(":")
+    name = ALIASES.get(name, name)
     if name not in OPS:
         raise ValueError(
             f"unknown augmentation {name!r} in {token!r}; expected one of {', '.join(OPS)} "
@@ -211,6 +251,13 @@ def parse_op(token: str) -> tuple[str, float]:
             f"augmentation {token.strip()!r}: no strength after ':'; expected {op.unit} in "
             f"[{op.low}, {op.high}], or {name!r} alone for the default {op.default:g}"
         )
+    value = value.strip()
+    if name in WHOLE_PIXELS and value.endswith("px"):
+        if not value[:-2].isdigit():
+            raise ValueError(f"augmentation {token!r}: expected a whole number of pixels, e.g. 4px")
+        return name, Pixels(int(value[:-2]))
+    if name == "crop" and "-" in value.lstrip("-"):
+        return name, _area_range(token, value)
     try:
         strength = float(value)
     except ValueError:
@@ -221,6 +268,22 @@ def parse_op(token: str) -> tuple[str, float]:
             f"got {value!r}"
         )
     return name, strength
+
+
+def _area_range(token: str, value: str) -> tuple[float, float]:
+    """``crop:lo-hi``: the area fraction range of the random resized crop."""
+    low_text, _, high_text = value.partition("-")
+    try:
+        low, high = float(low_text), float(high_text)
+    except ValueError:
+        low = high = math.nan
+    op = OPS["crop"]
+    if not op.low <= low <= high <= op.high:
+        raise ValueError(
+            f"augmentation {token!r}: an area range must be lo-hi with {op.low} <= lo <= hi <= "
+            f"{op.high}, e.g. crop:0.3-0.8"
+        )
+    return low, high
 
 
 def mean_displacement(spec: str, size: int = 32, samples: int = 2000, seed: int = 0) -> float:

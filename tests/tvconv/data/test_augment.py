@@ -118,6 +118,10 @@ def test_determinism_under_a_seed():
         ("crop:0", "minimum area fraction"),
         ("hflip,shift:", r"augmentation 'shift:': no strength after ':'; expected fraction of"),
         ("cutout: ", r"no strength after ':'.*'cutout' alone for the default 0.3"),
+        ("shift:2.5px", "expected a whole number of pixels, e.g. 4px"),
+        ("rotate:4px", r"strength must be degrees in \[0, 180\], got '4px'"),
+        ("crop:0.8-0.3", "an area range must be lo-hi with 0.05 <= lo <= hi <= 1.0"),
+        ("crop:0.01-0.5", "an area range must be lo-hi"),
     ],
 )
 def test_bad_specs_are_refused(spec, message):
@@ -161,3 +165,33 @@ def test_mean_displacement_orders_the_ladder_by_how_far_it_moves_content():
     assert moved["rot10"] < moved["rot30"]
     assert max(moved, key=moved.get) == "shift20"
     assert 0.12 < moved["shift20"] < 0.16
+
+
+def test_shift_and_cutout_also_take_pixels():
+    """``shift:2px`` moves by up to 2 px at any size (12 px: the same as ``shift:0.17``);
+    ``cutout:3px`` is a 3 px square."""
+    x = images(n=8)
+    torch.testing.assert_close(run("shift:2px", x, seed=5), run("shift:0.17", x, seed=5))
+    ones = torch.ones(5, 3, 10, 10)
+    torch.testing.assert_close(run("cutout:3px", ones), run("cutout:0.3", ones))
+    Augmentation("shift:16px").check_size(32)
+    with pytest.raises(ValueError, match="moves more than half of a 32 px image"):
+        Augmentation("shift:17px").check_size(32)
+    with pytest.raises(ValueError, match="'cutout:40px' is larger than a 32 px image"):
+        Augmentation("cutout:40px").check_size(32)
+
+
+def test_crop_takes_an_area_range():
+    x = images(n=64, size=16)
+    whole = run("crop:1.0-1.0", x)  # the whole frame, any aspect: a crop of area 1 at most
+    assert whole.shape == x.shape
+    torch.testing.assert_close(run("crop:0.5-1.0", x, seed=3), run("crop:0.5", x, seed=3))
+
+
+def test_none_in_a_list_colour_and_non_text_specs():
+    x = images()
+    torch.testing.assert_close(run("none,hflip:1", x), run("hflip:1", x))
+    torch.testing.assert_close(run("colour:0.3", x, seed=2), run("color:0.3", x, seed=2))
+    for spec in (None, 3, ["hflip"]):
+        with pytest.raises(ValueError, match="augmentation must be a spec string"):
+            Augmentation(spec)
