@@ -260,8 +260,15 @@ def distinct_cells(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows grouped by configuration, not by label: when runs of different configurations share
     a label (e.g. one sweep run with ``optim.epochs=2`` and one without), each group's label
     gets the settings that tell them apart (``atom=dw [epochs=2]``), so no row averages two
-    configurations."""
+    configurations. The other way round, runs of one configuration under different labels (a
+    record relabelled by hand, a partial label) are one cell, under their most common label."""
     runs = runs.copy()
+    for _key, group in runs.groupby("config_key", sort=False):
+        counts = group["cell"].value_counts()
+        if len(counts) > 1:
+            runs.loc[group.index, "cell"] = min(
+                counts.items(), key=lambda item: (-item[1], item[0])
+            )[0]
     ignored = {"run_id", "seed", "config_key", "baseline_key", "cell", "status", "error"}
     columns = [c for c in runs.columns if "." in c and c not in ignored]
     for label, group in runs.groupby("cell", sort=False):

@@ -238,6 +238,16 @@ def test_rows_are_grouped_by_config_not_by_label(tmp_path):
     assert cells.to_dict() == {"atom=dw [epochs=1]": 60.5, "atom=dw [epochs=2]": 40.5}
 
 
+def test_runs_of_one_config_under_other_labels_are_one_cell(tmp_path):
+    """A record relabelled by hand (``x``), or with a label that names less of its config, is
+    the same configuration: one cell under the label most of its runs carry."""
+    store = Store(tmp_path, "init", "quick")
+    for seed, label in enumerate(["atom=tvconv init=ones"] * 3 + ["x", "atom=tvconv"]):
+        store.write(face_record("init", label, seed, 60.0 + seed, **{"model.atom": "tvconv"}))
+    runs = load_study("init", "quick", tmp_path).runs
+    assert runs.groupby("cell")["mean_acc_pct"].mean().to_dict() == {"atom=tvconv init=ones": 62.5}
+
+
 # ------------------------------------------------------------------ a store that survives damage
 
 TINY_DW = """
