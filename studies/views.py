@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from studies.spec import SpecError, list_studies, load_spec
 from studies.tracking import PROJECT, group_name
+from tvconv.data.faces import paper_order, parse_benchmarks
 from tvconv.data.synthetic import BENCHMARKS
 
 HEADLINES = {"face": "mean_acc_pct", "fundus": "dice_mean_pct"}
@@ -46,9 +47,29 @@ def spec_atoms(spec, preset: str) -> set[str]:
     return {atom for atom in atoms if atom} | ({"tvconv", "dw"} if None in atoms else set())
 
 
-def study_view(study: str, preset: str, task: str, entity: str, title: str = "TVConv vs depthwise"):
+def benchmark_metrics(spec, preset: str) -> tuple[str, ...]:
+    """The per-benchmark metrics a preset's runs log: a real-data preset's named benchmarks
+    (``data.benchmarks``, e.g. ``lfw_acc_pct`` ... in the paper's order), else the embedded
+    data's."""
+    entries = (spec.presets.get(preset, {}).get("overrides") or {}).get("data.benchmarks")
+    if spec.task != "face" or not entries:
+        return BENCHMARK_METRICS[spec.task]
+    entries = entries.split(",") if isinstance(entries, str) else list(entries)
+    names = [source.name for source in parse_benchmarks([e.strip() for e in entries if e.strip()])]
+    return tuple(f"{name}_acc_pct" for name in paper_order(names))
+
+
+def study_view(
+    study: str,
+    preset: str,
+    task: str,
+    entity: str,
+    title: str = "TVConv vs depthwise",
+    benchmarks: tuple[str, ...] | None = None,
+):
     """The saved view of one study and preset (a ``wandb_workspaces`` Workspace); ``title``
-    says what its cells compare."""
+    says what its cells compare, ``benchmarks`` the per-benchmark metrics its runs log (by
+    default the embedded data's)."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
     from wandb_workspaces import expr
@@ -57,7 +78,8 @@ def study_view(study: str, preset: str, task: str, entity: str, title: str = "TV
     per_cell = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}
     comparison = [wr.BarPlot(title=f"{headline} by cell", metrics=[headline], **per_cell)]
     comparison += [
-        wr.BarPlot(title=metric, metrics=[metric], **per_cell) for metric in BENCHMARK_METRICS[task]
+        wr.BarPlot(title=metric, metrics=[metric], **per_cell)
+        for metric in (benchmarks or BENCHMARK_METRICS[task])
     ]
     training = [
         wr.LinePlot(title="training loss", x="step", y=["train/loss"], **per_cell),
@@ -102,7 +124,8 @@ def study_views(entity: str, preset: str) -> list:
         if spec.task not in HEADLINES or preset not in spec.presets:
             continue
         title = comparison_title(spec_atoms(spec, preset))
-        views.append(study_view(name, preset, spec.task, entity, title))
+        benchmarks = benchmark_metrics(spec, preset)
+        views.append(study_view(name, preset, spec.task, entity, title, benchmarks))
     return views
 
 

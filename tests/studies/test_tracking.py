@@ -235,3 +235,15 @@ def test_a_run_shorter_than_the_step_window_still_has_a_training_curve(tmp_path,
     (folder,) = tracking.offline_folder(tmp_path).glob("offline-run-*-r")
     curve = [row for row in read_run(folder).history if "train/loss" in row]
     assert [(row["step"], row["train/loss"]) for row in curve] == [(3, 2.0)]
+
+
+def test_a_real_data_view_charts_the_benchmarks_its_runs_log():
+    from studies.views import study_views
+
+    (paper,) = [v for v in study_views("team", "paper") if v.name.startswith("aug/paper")]
+    assert [panel.metrics for panel in paper.sections[0].panels][1:] == [
+        ["lfw_acc_pct"],
+        ["cfp_ff_acc_pct"],
+        ["agedb_30_acc_pct"],
+        ["calfw_acc_pct"],
+    ]
