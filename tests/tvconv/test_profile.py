@@ -437,6 +437,27 @@ def test_counters_agree_on_same_padding_and_name_the_layers_they_disagree_on(mon
     assert checked["disagreements"] == ["layer 1 (Conv2d): analytic 18,432 MACs, fvcore 18,433"]
 
 
+class _TwiceCalled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.spatial = TVConv(8, 8, 8, inter_channels=8, inter_layers=1)
+
+    def forward(self, x):
+        return self.spatial(self.spatial(self.stem(x))).mean((2, 3))
+
+
+def test_a_disagreement_on_a_layer_run_twice_names_it():
+    """A TVConv run twice per forward generates its kernels twice (the analytic count); ptflops
+    counts its generator once: the disagreement names the layer, where it once named none."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checked = profile.cross_check_macs(_TwiceCalled().eval(), 8)
+    rows = {row["name"]: row["calls"] for row in checked["analytic"]["layers"]}
+    assert rows == {"stem": 1, "spatial": 2}
+    assert any("runs more than once: spatial (2 calls)" in d for d in checked["disagreements"])
+
+
 class BiasedDepthwiseNet(nn.Module):
     """Two biased depthwise convs (8 channels at 8x8): surgery keeps each bias as a
     ``BiasedTVConv``, which deploys it as a per-position bias (8 x 8 x 8 values)."""

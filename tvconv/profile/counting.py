@@ -190,7 +190,8 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, ...] | None = None
     formula (see the module docstring). Returns ``macs``, ``flops`` (= 2 * macs),
     ``generator_macs`` (TVConv weight generators, once per training step, not per image),
     ``bias_adds``, ``input_size`` (C, H, W) and ``layers``: one row per conv, linear and TVConv
-    layer in execution order, with name, type, output_shape, macs, generator_macs and bias_adds.
+    layer in execution order, with name, type, output_shape, macs, generator_macs, bias_adds and
+    calls (a module the forward runs twice counts twice).
     """
     _refuse_modules_without_formula(model)
     shape = input_shape(model, input_size)
@@ -223,8 +224,10 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, ...] | None = None
                 "macs": 0,
                 "generator_macs": 0,
                 "bias_adds": 0,
+                "calls": 0,
             },
         )
+        row["calls"] += 1
         row["macs"] += macs
         row["generator_macs"] += generator
         row["bias_adds"] += bias_adds
@@ -477,11 +480,16 @@ def cross_check_macs(model: nn.Module, input_size: int | tuple[int, ...] | None 
         for row in analytic["layers"]
         if fvcore["layers"].get((name := row["name"]), 0) != per_layer[name]
     ]
+    # a tool that counts a module once per model, not once per call, differs on these layers
+    repeated = ", ".join(
+        f"{row['name']} ({row['calls']} calls)" for row in analytic["layers"] if row["calls"] > 1
+    )
     for tool, counts in (("fvcore", fvcore), ("ptflops", ptflops), ("flop_counter", flop_counter)):
         for key in ("macs", "generator_macs"):
             if counts[key] != analytic[key]:
                 disagreements.append(
                     f"{tool} total {key}: {counts[key]:,}, analytic {analytic[key]:,}"
+                    + (f" (layers the forward runs more than once: {repeated})" if repeated else "")
                 )
     if ptflops["raw_macs"] != analytic["macs"] + analytic["bias_adds"]:
         disagreements.append(
