@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tvconv.ops import TVConv, TVConvDeploy
+from tvconv.ops import OPTION_NAMES, TVConv, TVConvDeploy
 
 
 @dataclass(frozen=True)
@@ -313,6 +313,11 @@ def replace_depthwise(
     if fixed:
         raise ValueError(
             f"replace_depthwise takes {sorted(fixed)} from each replaced conv; do not pass them"
+        )
+    unknown = sorted(set(tvconv_kwargs) - set(OPTION_NAMES))
+    if unknown:
+        raise ValueError(
+            f"unknown TVConv option(s) {unknown}; expected some of {', '.join(OPTION_NAMES)}"
         )
     if isinstance(model, nn.Conv2d):
         raise ValueError("replace_depthwise needs a model containing depthwise convs, not a conv")

@@ -122,6 +122,8 @@ def test_bad_selection_is_refused(select, message):
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match=r"takes \['stride'\] from each replaced conv"):
         replace_depthwise(ForeignNet(), (1, 20, 20), stride=2)
+    with pytest.raises(ValueError, match=r"unknown TVConv option\(s\) \['foo'\]; expected some of"):
+        replace_depthwise(ForeignNet(), (1, 20, 20), foo=1)
     for input_size in ((1, 2, 20, 20), 20.0, True, (20, 20.0)):
         with pytest.raises(ValueError, match=r"input_size must be an int, \(H, W\) or \(C, H, W"):
             find_depthwise_sites(ForeignNet(), input_size)
