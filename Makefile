@@ -10,9 +10,10 @@ JOBS ?= 2
 RESULTS ?= results
 OVERRIDES ?=
 # key=value overrides given to make directly (`make ablation-init optim.epochs=2`): make reads
-# them as variables; every one whose key holds a dot, and task=, goes to the runs as OVERRIDES
+# them as variables; every one whose key holds a dot, and task= / seed= / seeds=, goes to the
+# runs as OVERRIDES (the runner refuses seed= with a pointer to SEEDS=, as it does in OVERRIDES)
 CLI_OVERRIDES := $(foreach a,$(MAKEOVERRIDES),$(if $(or $(findstring .,$(firstword \
-	$(subst =, ,$(a)))),$(filter task=%,$(a))),$(a)))
+	$(subst =, ,$(a)))),$(filter task=% seed=% seeds=%,$(a))),$(a)))
 DATA_ROOT ?=
 ENTITY ?=
 DRY_RUN ?=

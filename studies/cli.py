@@ -48,6 +48,16 @@ def parse_gpus(text: str) -> list[int]:
     return gpus
 
 
+class _Once(argparse.Action):
+    """An option that may be given once (argparse keeps the last of several silently, where a
+    repeated key=value is refused)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"{option_string} given more than once; give every seed in one value")
+        setattr(namespace, self.dest, values)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studies", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--seeds",
+        action=_Once,
         help="seeds to run instead of the preset's: a count (10 = 0-9), a range (0-9), a list "
         "(0,3,7) or a mix (0-4,10)",
     )

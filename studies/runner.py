@@ -224,9 +224,13 @@ def run_study(
             )
     todo = plan(runs, store, force, retry_failed)
     title = spec.description.split(":")[0].replace("\n", " ")
+    if TASKS[spec.task].trains:
+        seed_note = f"seeds {seeds_text([run.seed for run in runs])}"
+    else:  # measurements: no seed, one run per cell
+        seed_note = "no seeds (measurements)" + (", --seeds ignored" if seeds is not None else "")
     print(
         f"{spec.name} / {preset} ({title}): {len(runs)} runs, {len(todo)} to run, "
-        f"{len(runs) - len(todo)} done or skipped; seeds {seeds_text([run.seed for run in runs])}",
+        f"{len(runs) - len(todo)} done or skipped; {seed_note}",
         file=out,
     )
     if dry_run:

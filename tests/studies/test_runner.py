@@ -481,6 +481,28 @@ def test_seeds_option_replaces_the_presets_seeds(write_spec, tmp_path):
     assert {int(line.split()[2]) for line in lines if "missing" in line} == {0, 1, 2, 3, 4}
     code, out = run(path, tmp_path / "results", dry_run=True, seeds=[7])
     assert code == 0 and "2 runs, 2 to run" in out
+    twice = cli("run", path, "--preset", "smoke", "--seeds", "0-4", "--seeds", "5", "--dry-run")
+    assert twice.returncode == 2 and "--seeds given more than once" in twice.stderr
+
+
+def test_the_profile_study_says_it_has_no_seeds():
+    """Measurements carry no seed: the header named one no run used (``seeds 5-5``)."""
+    out = io.StringIO()
+    code = run_study(load_spec("profile"), "smoke", "unused", out=out, dry_run=True, seeds=[5, 6])
+    assert code == 0
+    assert out.getvalue().splitlines()[0].endswith("; no seeds (measurements), --seeds ignored")
+
+
+def test_seed_given_to_make_reaches_the_runner_and_its_refusal():
+    completed = subprocess.run(
+        ["make", "-n", "ablation-init", "PY=python", "seed=3"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    (line,) = [line for line in completed.stdout.splitlines() if "studies run" in line]
+    assert "init seed=3 ;" in " ".join(line.split())  # the runner refuses it: seeds are --seeds
 
 
 @pytest.mark.parametrize("value", ["0", "two", "3-1", "1,1", "0-10000000000"])
