@@ -259,7 +259,7 @@ def _print_models(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch-sizes", type=positive_int_arg, nargs="+", default=[1, 32])
+    parser.add_argument("--batch-sizes", type=positive_int_arg, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=positive_int_arg, nargs="+", default=[1, 2])
     parser.add_argument("--min-run-time", type=positive_float_arg, default=0.2)
     parser.add_argument("--no-models", action="store_true", help="no deployed-model images/s")

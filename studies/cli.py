@@ -40,7 +40,7 @@ def _overrides(assignments: list[str]) -> dict:
 def parse_gpus(text: str) -> list[int]:
     """``--gpus``: GPU indices, comma-separated (``0,1``), each once."""
     parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() for part in parts):
+    if not all(part.isascii() and part.isdigit() for part in parts):
         raise SpecError(f"--gpus {text!r}: expected GPU indices separated by commas, e.g. 0,1")
     gpus = [int(part) for part in parts]
     if len(set(gpus)) < len(gpus):

@@ -217,14 +217,15 @@ def weight_and_bias_grad(
     batch, channels, height_in, width_in = x.shape
     _, k, _, height, width = weight_shape
     _, channel_blocks, pixel_blocks = _grid(1, channels, height * width)
-    slices = max(1, min(batch, BATCH_PROGRAMS // (channel_blocks * pixel_blocks)))
+    blocks = max(1, channel_blocks * pixel_blocks)  # 0 for no channel or no pixel: nothing to sum
+    slices = max(1, min(batch, BATCH_PROGRAMS // blocks))
     per_slice = triton.cdiv(batch, slices) if batch else 1
     slices = triton.cdiv(batch, per_slice) if batch else 1
     partial_weight = x.new_zeros((slices, *weight_shape), dtype=torch.float32) if weight else None
     partial_bias = (
         x.new_zeros((slices, channels, height, width), dtype=torch.float32) if bias else None
     )
-    if weight or bias:
+    if (weight or bias) and channel_blocks * pixel_blocks:
         placeholder = partial_weight if partial_weight is not None else partial_bias
         _weight_grad_kernel[(slices, channel_blocks, pixel_blocks)](
             grad_out, x,

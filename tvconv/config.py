@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, replace
@@ -41,8 +42,8 @@ def fail(key: str, value: object, expected: str) -> None:
 
 def check_device(key: str, value: str) -> None:
     """auto (CUDA when present), cpu or cuda[:N]."""
-    if value not in ("auto", "cpu") and not value.startswith("cuda"):
-        fail(key, value, "auto, cpu or cuda[:N]")
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
+        fail(key, value, "auto, cpu or cuda[:N] (N a GPU index)")
 
 
 def positive_int(key: str, value: object) -> None:

@@ -230,7 +230,8 @@ def choose(*tensors: torch.Tensor | None) -> str:
                 "TVCONV_KERNEL=triton needs CUDA float32/bfloat16/float16 operands (CPU ones only "
                 f"with TRITON_INTERPRET=1), got {got}"
             )
-        triton_kernels()
+        if triton_kernels() is None:  # an earlier auto choice found it missing (cached)
+            raise RuntimeError("TVCONV_KERNEL=triton but Triton is unavailable (see its warning)")
         return "triton"
     if devices == {"cuda"} and dtypes <= set(TRITON_DTYPES) and choice == "auto":
         return "triton" if triton_kernels() is not None else "eager"

@@ -89,7 +89,8 @@ def test_gpu_lists_parse(text, gpus):
 @pytest.mark.parametrize(
     ("text", "message"),
     [("", "expected GPU indices"), ("a", "expected GPU indices"), ("-1", "expected GPU"),
-     ("0,,1", "expected GPU indices"), ("1,1", "given more than once")],
+     ("0,,1", "expected GPU indices"), ("1,1", "given more than once"),
+     ("\u00b2", "expected GPU indices")],
 )  # fmt: skip
 def test_bad_gpu_lists_are_refused(text, message):
     with pytest.raises(SpecError, match=message):

@@ -519,6 +519,8 @@ def test_profile_config_device_and_dtype():
     for key, value, message in (
         ("dtype", "float64", "profile.dtype='float64' is invalid: expected one of float32"),
         ("device", "tpu", "profile.device='tpu' is invalid: expected auto, cpu or cuda"),
+        ("device", "cuda:x", "profile.device='cuda:x' is invalid: expected auto, cpu or cuda"),
+        ("device", "cuda:-1", "profile.device='cuda:-1' is invalid"),
     ):
         with pytest.raises(ValueError, match=re.escape(message)):
             ProfileConfig(**{key: value})

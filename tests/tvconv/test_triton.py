@@ -214,3 +214,23 @@ def test_the_cached_forms_packed_weights_are_read_in_place(triton_kernel):
         expected, deployed.weight.detach(), None, 2
     ).square().sum().backward()
     torch.testing.assert_close(x.grad, expected.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.usefixtures("triton_kernel")
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"), [((2, 0, 5, 5), (0, 3, 3, 5, 5)), ((2, 3, 0, 5), (3, 3, 3, 0, 5))]
+)
+def test_backward_of_an_empty_layer_is_empty_not_a_division_by_zero(x_shape, w_shape):
+    x = torch.randn(x_shape, requires_grad=True)
+    weight = torch.randn(w_shape, requires_grad=True)
+    translation_variant_conv(x, weight).sum().backward()
+    assert weight.grad.shape == w_shape and x.grad.shape == x_shape
+
+
+def test_a_forced_triton_after_an_auto_choice_found_it_missing_says_so(monkeypatch):
+    """``triton_kernels`` is cached: an auto choice that found Triton missing stored None, and a
+    later TVCONV_KERNEL=triton then failed with AttributeError inside the op."""
+    monkeypatch.setattr(kernels, "triton_kernels", lambda: None)
+    monkeypatch.setenv("TVCONV_KERNEL", "triton")
+    with pytest.raises(RuntimeError, match="TVCONV_KERNEL=triton but Triton is unavailable"):
+        kernels.choose(torch.zeros(1, 1, 3, 3))
