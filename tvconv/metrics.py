@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from tvconv.data.datasets import NUM_FOLDS
+from tvconv.data.datasets import NUM_FOLDS, pair_flags
 
 PROTOCOLS = ("clean", "official")
 THRESHOLD_STEPS = 10_000
@@ -56,20 +56,6 @@ def accuracies_over_thresholds(
 
 def _pair_scores(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return (left - right).pow(2).sum(dim=1)
-
-
-def pair_flags(issame: torch.Tensor) -> torch.Tensor:
-    """Same-identity flags as bool: bool, 0/1 or the pair lists' 1/-1 (same/different). Raises
-    ValueError on other values (``-1`` read as a bool would be "same")."""
-    if issame.dtype == torch.bool:
-        return issame
-    values = set(torch.unique(issame).tolist())
-    if values <= {0, 1} or values <= {-1, 1}:
-        return issame == 1
-    raise ValueError(
-        f"issame must hold bool, 0/1 or 1/-1 (same/different) flags, got values "
-        f"{sorted(values)[:5]}"
-    )
 
 
 def _check_pairs(left: torch.Tensor, right: torch.Tensor, issame: torch.Tensor) -> None:

@@ -40,6 +40,20 @@ def check_pair_flags(issame: list[bool], name: str) -> None:
         )
 
 
+def pair_flags(issame: torch.Tensor) -> torch.Tensor:
+    """Same-identity flags as bool: bool, 0/1 or the pair lists' 1/-1 (same/different). Raises
+    ValueError on other values (``-1`` read as a bool would be "same")."""
+    if issame.dtype == torch.bool:
+        return issame
+    values = set(torch.unique(issame).tolist())
+    if values <= {0, 1} or values <= {-1, 1}:
+        return issame == 1
+    raise ValueError(
+        f"issame must hold bool, 0/1 or 1/-1 (same/different) flags, got values "
+        f"{sorted(values)[:5]}"
+    )
+
+
 def _check_images(images: torch.Tensor, what: str) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(
@@ -115,7 +129,7 @@ class VerificationBenchmark(Dataset):
         if self.pairs.min() < 0 or self.pairs.max() >= self.images.shape[0]:
             raise ValueError(f"{self.name}: pair indices must lie in [0, {len(self.images) - 1}]")
         self.pairs = self.pairs.long()
-        self.issame = self.issame.bool()
+        self.issame = pair_flags(self.issame)
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -295,6 +295,11 @@ def test_containers_validate_their_contents():
         VerificationBenchmark("b", images, pairs + 4, torch.zeros(10, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"pairs must be \(P, 2\) and issame \(P,\)"):
         VerificationBenchmark("b", images, pairs, torch.zeros(9, dtype=torch.bool))
+    signed = torch.tensor([1, -1] * 5)  # the pair lists' same / different flags
+    benchmark = VerificationBenchmark("b", images, pairs, signed)
+    assert benchmark.issame.tolist() == [True, False] * 5  # a bool cast made every pair "same"
+    with pytest.raises(ValueError, match=r"bool, 0/1 or 1/-1 .* got values \[2\]"):
+        VerificationBenchmark("b", images, pairs, torch.full((10,), 2))
 
 
 def test_every_container_feeds_a_data_loader(tmp_path, pair_list):
