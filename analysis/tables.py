@@ -552,16 +552,20 @@ def seg_domain_numbers(runs: pd.DataFrame) -> pd.DataFrame:
             ).reindex(columns=domains)
             stats = summarise(by_seed.dropna().mean(axis=1))  # seeds with a run on every domain
             rows.append({"atom": atom, "domain": "mean", "structure": structure, **stats})
-    for structure in ("cup", "disc"):
-        per_domain = usable.groupby("data.held_out")[f"prior_dice_{structure}_pct"].mean()
-        for domain in domains:
-            mean = float(per_domain.get(domain, math.nan))
+    prior = {
+        s: usable.groupby("data.held_out")[f"prior_dice_{s}_pct"].mean() for s in ("cup", "disc")
+    }
+    for domain in [*domains, "mean"]:  # the table's column order, as above
+        for structure, per_domain in prior.items():
+            mean = per_domain.mean() if domain == "mean" else per_domain.get(domain, math.nan)
             rows.append(
-                {"atom": "prior", "domain": str(domain), "structure": structure, "mean": mean}
+                {
+                    "atom": "prior",
+                    "domain": str(domain),
+                    "structure": structure,
+                    "mean": float(mean),
+                }
             )
-        rows.append(
-            {"atom": "prior", "domain": "mean", "structure": structure, "mean": per_domain.mean()}
-        )
     return pd.DataFrame(
         rows, columns=["atom", "domain", "structure", "n", "mean", "std", "ci_low", "ci_high"]
     )
@@ -571,14 +575,11 @@ def seg_domain_table(runs: pd.DataFrame) -> Table:
     """The paper's layout: one row per ASPP variant (and the layout prior), Dice of cup and
     disc per held-out domain and their means over domains, ``mean ± std`` over seeds
     (``seg_domain_numbers``)."""
-    numbers = seg_domain_numbers(runs).set_index(["atom", "domain", "structure"])
-    usable = complete_runs(runs)
-    domains = sorted(int(d) for d in usable["data.held_out"].unique())
-    atoms = [a for a in ATOM_NAMES if a in set(usable["model.atom"])]
-    header = ["ASPP", *(f"D{d} {s}" for d in domains for s in ("cup", "disc")), "mean cup"]
-    header.append("mean disc")
-    keys = [(str(d), s) for d in domains for s in ("cup", "disc")]
-    keys += [("mean", "cup"), ("mean", "disc")]
+    long = seg_domain_numbers(runs)
+    atoms = [atom for atom in dict.fromkeys(long["atom"]) if atom != "prior"]
+    keys = list(dict.fromkeys(zip(long["domain"], long["structure"], strict=True)))  # D1 cup ..
+    header = ["ASPP", *(f"D{d} {s}" if d != "mean" else f"mean {s}" for d, s in keys)]
+    numbers = long.set_index(["atom", "domain", "structure"])
     rows, bold, columns = [], set(), {}
     for atom in atoms:
         row = [ATOM_NAMES[atom]]

@@ -500,8 +500,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
         else:
             _refuse_repeated(seeds, f"{path}: presets.{preset}.seeds")
     grid = content.get("grid") or []
-    if not isinstance(grid, list):
-        raise SpecError(f"{path}: grid must be a list of blocks, got {grid!r}")
+    _check_kind(grid, list, f"{path}: grid", "a list of blocks")
     tasks = content.get("tasks") or {}
     if not isinstance(tasks, dict):
         raise SpecError(f"{path}: tasks must map a task to {{base, grid, presets}}, got {tasks!r}")

@@ -87,9 +87,8 @@ def _history_damage(history: list) -> str | None:
     for number, row in enumerate(history, start=1):
         if not isinstance(row, dict):
             return f"history row {number} is a {type(row).__name__}, expected an object"
-        for key, value in row.items():
-            if value is not None and not isinstance(value, (int, float)):
-                return f"history row {number}: {key!r} is {value!r}, expected a number"
+        if found := _not_a_number(row):
+            return f"history row {number}: {found[0]!r} is {found[1]!r}, expected a number"
     return None
 
 
@@ -98,10 +97,17 @@ def _metrics_damage(metrics: dict) -> str | None:
     number (null, a NaN and a bool such as ``counters_agree`` are numbers here)."""
     if not metrics:
         return "a complete record with no metrics"
-    for key, value in metrics.items():
-        if value is not None and not isinstance(value, (int, float)):
-            return f"metric {key!r} is a {type(value).__name__} ({value!r}), expected a number"
+    if found := _not_a_number(metrics):
+        key, value = found
+        return f"metric {key!r} is a {type(value).__name__} ({value!r}), expected a number"
     return None
+
+
+def _not_a_number(row: dict) -> tuple[str, object] | None:
+    """The first (key, value) of ``row`` that is not a number (null, NaN and bools are)."""
+    return next(
+        ((k, v) for k, v in row.items() if v is not None and not isinstance(v, (int, float))), None
+    )
 
 
 def _config_damage(record: dict) -> str | None:
